@@ -1,0 +1,214 @@
+"""``mltune``: thin commands that parse, load the config, call one library function, and turn
+mltune's errors into one message and a non-zero exit (2 for bad input).
+
+Importing this module must stay cheap: ``mltune --help`` never imports TensorFlow or MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from mltune import __version__
+
+app = typer.Typer(
+    name="mltune",
+    help="Tune Keras CNNs with Optuna; every trial is an MLflow run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+ConfigArg = Annotated[Path, typer.Argument(help="Study file (YAML).", show_default=False)]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", help="Override any key of the study file: key.path=value (repeatable).",
+    show_default=False)]
+TrackingOpt = Annotated[Optional[str], typer.Option(
+    "--tracking-uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or "
+    "sqlite:///mlflow.db].", show_default=False)]
+StorageOpt = Annotated[Optional[str], typer.Option(
+    "--storage", help="Optuna storage: a database URL (sqlite:///, postgresql://...) or a "
+    "journal file path [default: optuna_journal.log].", show_default=False)]
+ExperimentOpt = Annotated[Optional[str], typer.Option(
+    "--experiment", help="MLflow experiment name [default: study.experiment, else the study "
+    "name].", show_default=False)]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mltune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Tune Keras CNNs with Optuna; every trial is an MLflow run."""
+
+
+def _quiet(debug: bool) -> None:
+    """Keep library chatter (TensorFlow start-up, Optuna's per-trial logs) off the screen."""
+    if debug:
+        logging.basicConfig(level=logging.INFO)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for name in ("optuna", "mlflow", "alembic", "absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _run(debug: bool, fn: Callable[[], Any]) -> Any:
+    from mltune.errors import ConfigError, DataError, MltuneError
+
+    _quiet(debug)
+    try:
+        return fn()
+    except (ConfigError, DataError) as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except MltuneError as e:
+        if debug:
+            raise
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as e:
+        if debug:
+            raise
+        typer.echo(f"error: {type(e).__name__}: {e}\n(run with --debug for the traceback)",
+                   err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def tune(
+    config: ConfigArg,
+    sampler: Annotated[Optional[str], typer.Option(
+        help="random, grid, tpe, gp, cmaes or qmc [default: study.sampler].",
+        show_default=False)] = None,
+    n_trials: Annotated[Optional[int], typer.Option(
+        "--n-trials", help="Trials to run now [default: study.n_trials; grid: until "
+        "exhausted].", show_default=False)] = None,
+    timeout: Annotated[Optional[float], typer.Option(
+        help="Stop starting trials after this many seconds.", show_default=False)] = None,
+    study_name: Annotated[Optional[str], typer.Option(
+        "--study-name", help="Optuna study name; an existing study is resumed "
+        "[default: study.name].", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Sampler and data-split seed [default: study.seed].", show_default=False)] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Run an Optuna study over the CNN; one MLflow parent run, one child run per trial."""
+
+    def go() -> None:
+        from mltune.config import load_config
+
+        cfg = load_config(config, set_ or [], sampler=sampler, n_trials=n_trials,
+                          timeout=timeout, name=study_name, seed=seed, experiment=experiment)
+        from mltune.progress import make_progress
+        from mltune.study import tune as run_study
+
+        result = run_study(cfg, storage=storage, tracking_uri=tracking_uri,
+                           progress=make_progress(cfg.study.metric))
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
+        typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
+        if result.best_trial is not None:
+            typer.echo(f"best {cfg.study.metric}={result.best_value:.4f}: trial "
+                       f"{result.best_trial}, MLflow run {result.best_run_id}")
+        typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "
+                   f"look at it with: {_ui_hint(tracking_uri)}")
+
+    _run(debug, go)
+
+
+@app.command()
+def train(
+    config: ConfigArg,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train once with fixed settings (no study): one MLflow run with the model and its
+    test metrics. Searched settings that are not fixed take their defaults."""
+
+    def go() -> None:
+        from mltune.config import load_config
+
+        cfg = load_config(config, set_ or [], experiment=experiment)
+        from mltune.objective import train_run
+
+        run_id, test = train_run(cfg, tracking_uri=tracking_uri)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in test.items())
+        typer.echo(f"run {run_id}: {shown}; look at it with: {_ui_hint(tracking_uri)}")
+
+    _run(debug, go)
+
+
+@app.command()
+def trials(
+    study: Annotated[str, typer.Argument(help="Study name.", show_default=False)],
+    storage: StorageOpt = None,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="table, csv or json.")] = "table",
+    debug: DebugOpt = False,
+) -> None:
+    """Print the trials of a study: number, state, value, params, MLflow run id."""
+
+    def go() -> None:
+        from mltune.errors import ConfigError
+
+        if output_format not in ("table", "csv", "json"):
+            raise ConfigError("--format", f"must be one of table, csv, json, but got "
+                              f"{output_format!r}")
+        from mltune.study import load_trials
+
+        frame = load_trials(study, storage)
+        if output_format == "csv":
+            typer.echo(frame.to_csv(index=False), nl=False)
+        elif output_format == "json":
+            typer.echo(frame.to_json(orient="records", date_format="iso", indent=2))
+        else:
+            import pandas as pd
+
+            with pd.option_context("display.max_columns", None, "display.width", 200):
+                typer.echo(frame.to_string(index=False) if not frame.empty else "no trials")
+
+    _run(debug, go)
+
+
+def _ui_hint(tracking_uri: str | None) -> str:
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if uri.startswith(("http://", "https://")):
+        from mltune.urls import redact
+
+        return redact(uri)
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def main() -> None:
+    app(prog_name="mltune")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

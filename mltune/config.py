@@ -1,0 +1,400 @@
+"""Read and validate a study file once, before anything runs.
+
+Every error names the key path and the file, states the rule and what was given
+(``study.n_trials in study.yaml: must be an integer >= 1, but got 0``).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mltune.errors import ConfigError
+from mltune.search_space import Categorical, Float, Int, Param, SearchSpace
+from mltune.settings import SETTINGS, default_settings
+
+__all__ = [
+    "BUILTIN_DATASETS",
+    "METRICS",
+    "SAMPLERS",
+    "Config",
+    "DataConfig",
+    "StudyConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_config",
+]
+
+BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+SAMPLERS = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
+SECTIONS = ("study", "data", "training", "model", "search_space")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    sampler: str = "tpe"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    n_trials: int | None = None
+    timeout: float | None = None
+    seed: int | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str
+    validation_split: float = 0.1
+    test_split: float = 0.2
+    max_samples: int | None = None
+    num_classes: int | None = None
+    label_column: str = "label"
+    image_size: tuple[int, int] | None = None
+    color_mode: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated study file.
+
+    ``settings`` holds every model and training setting (defaults, then the file's fixed
+    values); ``search_space`` holds the parameters that are searched. A setting fixed
+    under ``model:``/``training:`` is not searched, even if ``search_space:`` names it.
+    """
+
+    study: StudyConfig
+    data: DataConfig
+    settings: dict[str, Any]
+    search_space: SearchSpace
+    fixed: tuple[str, ...]
+    raw: dict[str, Any]
+    source: str
+
+    def params_for(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """All settings of one trial: the fixed values with the sampled ones on top."""
+        return {**self.settings, **sampled}
+
+    def fixed_settings(self) -> dict[str, Any]:
+        """The settings that are not searched, as logged on the parent run."""
+        return {k: v for k, v in self.settings.items() if k not in self.search_space}
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), **options: Any
+) -> Config:
+    """Read the study file at ``path``, apply ``--set key.path=value`` overrides and the
+    command-line ``options`` (``sampler=``, ``n_trials=``, ...; None means not given),
+    and validate the result."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("study file", f"no such file: {source}") from None
+    except OSError as e:
+        raise ConfigError("study file", f"cannot read {source}: {e.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError("study file", f"not valid YAML{where}: {problem}",
+                          source=source) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("study file", "must be a mapping of sections "
+                          f"({', '.join(SECTIONS)}), but got {type(raw).__name__}", source=source)
+    raw = _resolve_data_path(raw, path.parent)
+    raw.setdefault("study", {})
+    if isinstance(raw["study"], dict):
+        raw["study"].setdefault("name", path.stem)
+    raw = apply_overrides(raw, overrides)
+    for key, value in options.items():
+        if value is not None:
+            raw = _set(raw, f"study.{key}", value)
+    return parse_config(raw, source=source)
+
+
+def _resolve_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    # A relative data path in the file is relative to the file, so a study file works from
+    # any folder; one given with --set is relative to where the command runs.
+    data = raw.get("data")
+    if isinstance(data, dict):
+        src = data.get("source")
+        if isinstance(src, str) and src not in BUILTIN_DATASETS and not Path(src).is_absolute():
+            raw = copy.deepcopy(raw)
+            raw["data"]["source"] = str((base / src).resolve())
+    return raw
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides; values are read as YAML (``0.1``, ``[1, 2]``)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError("--set", f"must look like key.path=value, but got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        raw = _set(raw, key, value)
+    return raw
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(raw)
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parts[: i + 1]), "is not a mapping, so "
+                              f"--set {key}=... cannot set a key inside it")
+        node = child
+    node[parts[-1]] = value
+    return raw
+
+
+class _Reader:
+    """Reads one mapping of the study file, naming the key path in every error."""
+
+    def __init__(self, raw: Any, prefix: str, source: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(prefix, f"must be a mapping, but got {raw!r}", source=source)
+        self.raw = raw
+        self.prefix = prefix
+        self.source = source
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.prefix}.{key}" if self.prefix else key, message,
+                           source=self.source)
+
+    def only(self, allowed: tuple[str, ...] | list[str]) -> None:
+        for key in self.raw:
+            if key not in allowed:
+                hint = _closest(str(key), allowed)
+                raise self.error(str(key), "unknown key" + (f"; did you mean {hint!r}?" if hint
+                                 else f"; allowed keys: {', '.join(allowed)}"))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.raw.get(key, default)
+
+    def string(self, key: str, default: str | None = None,
+               choices: tuple[str, ...] | None = None) -> Any:
+        value = self.raw.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"must be a non-empty string, but got {value!r}")
+        if choices is not None and value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, but got {value!r}")
+        return value
+
+    def integer(self, key: str, default: int | None = None, low: int | None = None) -> Any:
+        value = self.raw.get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, int) or isinstance(value, bool) or (low is not None
+                                                                     and value < low):
+            bound = f" >= {low}" if low is not None else ""
+            raise self.error(key, f"must be an integer{bound}, but got {value!r}")
+        return value
+
+    def number(self, key: str, default: float | None = None, low: float | None = None,
+               high: float | None = None, exclusive: bool = False) -> Any:
+        value = self.raw.get(key, default)
+        if value is None:
+            return None
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and math.isfinite(value):
+            if exclusive:
+                ok = (low is None or value > low) and (high is None or value < high)
+            else:
+                ok = (low is None or value >= low) and (high is None or value <= high)
+        else:
+            ok = False
+        if not ok:
+            lo, hi = ("(", ")") if exclusive else ("[", "]")
+            rng = f" in {lo}{low}, {high}{hi}" if low is not None and high is not None else (
+                f" > {low}" if low is not None else "")
+            raise self.error(key, f"must be a number{rng}, but got {value!r}")
+        return float(value)
+
+
+def _closest(key: str, allowed: tuple[str, ...] | list[str]) -> str | None:
+    import difflib
+
+    found = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
+    """Validate an already-read study file (a dict as YAML gives it)."""
+    top = _Reader(raw, "", source)
+    top.only(SECTIONS)
+    study = _parse_study(_Reader(top.get("study"), "study", source))
+    data = _parse_data(_Reader(top.get("data"), "data", source))
+
+    settings = default_settings()
+    explicit: dict[str, str] = {}
+    for section in ("model", "training"):
+        reader = _Reader(top.get(section), section, source)
+        names = [n for n, s in SETTINGS.items() if s.section == section]
+        reader.only(names)
+        for name, value in reader.raw.items():
+            why = SETTINGS[name].check(value)
+            if why:
+                raise reader.error(name, why)
+            settings[name] = value
+            explicit[name] = section
+
+    space_reader = _Reader(top.get("search_space"), "search_space", source)
+    space_reader.only(list(SETTINGS))
+    space: SearchSpace = {}
+    for name, spec in space_reader.raw.items():
+        param = _parse_param(name, spec, space_reader)
+        if name not in explicit:
+            space[name] = param
+
+    if study.sampler == "grid":
+        for name, param in space.items():
+            if param.grid() is None:
+                raise space_reader.error(name, "grid search needs a finite set of values, but "
+                                         "this float has no step; give step or use "
+                                         "type: categorical")
+    from mltune.samplers import check_sampler
+
+    check_sampler(study, space, source=source)
+    return Config(
+        study=study,
+        data=data,
+        settings=settings,
+        search_space=space,
+        fixed=tuple(explicit),
+        raw=raw,
+        source=source,
+    )
+
+
+def _parse_study(r: _Reader) -> StudyConfig:
+    r.only(["name", "metric", "direction", "sampler", "sampler_options", "n_trials", "timeout",
+            "seed", "experiment"])
+    metric = r.string("metric", "val_accuracy", choices=METRICS)
+    default_direction = "minimize" if metric.endswith("loss") else "maximize"
+    direction = r.string("direction", default_direction, choices=("minimize", "maximize"))
+    if direction != default_direction:
+        raise r.error("direction", f"{metric} is to be {default_direction}d, but got "
+                      f"{direction!r}, which would pick the worst model")
+    options = r.get("sampler_options") or {}
+    if not isinstance(options, dict):
+        raise r.error("sampler_options", f"must be a mapping, but got {options!r}")
+    name = r.string("name")
+    if name is None:
+        raise r.error("name", "must be set")
+    return StudyConfig(
+        name=name,
+        metric=metric,
+        direction=direction,
+        sampler=r.string("sampler", "tpe", choices=SAMPLERS),
+        sampler_options=dict(options),
+        n_trials=r.integer("n_trials", low=1),
+        timeout=r.number("timeout", low=0.0, high=None, exclusive=True),
+        seed=r.integer("seed"),
+        experiment=r.string("experiment"),
+    )
+
+
+def _parse_data(r: _Reader) -> DataConfig:
+    r.only(["source", "validation_split", "test_split", "max_samples", "num_classes",
+            "label_column", "image_size", "color_mode"])
+    source = r.string("source")
+    if source is None:
+        raise r.error("source", f"must be set: one of {', '.join(BUILTIN_DATASETS)} or a path "
+                      "to a .npz file, a .csv file or a folder of class sub-folders")
+    size = r.get("image_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+        raise r.error("image_size", f"must be [height, width] in pixels, but got {size!r}")
+    return DataConfig(
+        source=source,
+        validation_split=r.number("validation_split", 0.1, 0.0, 1.0, exclusive=True),
+        test_split=r.number("test_split", 0.2, 0.0, 1.0, exclusive=True),
+        max_samples=r.integer("max_samples", low=1),
+        num_classes=r.integer("num_classes", low=2),
+        label_column=r.string("label_column", "label"),
+        image_size=tuple(size) if size else None,
+        color_mode=r.string("color_mode", None, choices=("grayscale", "rgb")),
+    )
+
+
+_PARAM_KEYS = {
+    "float": ("type", "low", "high", "log", "step"),
+    "int": ("type", "low", "high", "log", "step"),
+    "categorical": ("type", "choices"),
+}
+
+
+def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
+    r = _Reader(spec, f"search_space.{name}", parent.source)
+    kind = r.string("type")
+    if kind is None:
+        raise r.error("type", "must be set: float, int or categorical")
+    if kind not in _PARAM_KEYS:
+        raise r.error("type", f"must be one of float, int, categorical, but got {kind!r}")
+    r.only(_PARAM_KEYS[kind])
+    setting = SETTINGS[name]
+
+    def check(key: str, value: Any) -> None:
+        why = setting.check(value)
+        if why:
+            raise r.error(key, f"{name} {why}")
+
+    if kind == "categorical":
+        choices = r.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise r.error("choices", f"must be a non-empty list, but got {choices!r}")
+        for i, choice in enumerate(choices):
+            check(f"choices[{i}]", choice)
+        if len(set(map(repr, choices))) != len(choices):
+            raise r.error("choices", f"must not repeat a value, but got {choices!r}")
+        return Categorical(name, tuple(choices))
+
+    if setting.kind not in ("int", "float") or (kind == "float" and setting.kind == "int"):
+        wanted = "int or categorical" if setting.kind == "int" else "categorical"
+        raise r.error("type", f"{name} is a {setting.kind} setting, so its type must be "
+                      f"{wanted}, but got {kind!r}")
+    log = r.get("log", False)
+    if not isinstance(log, bool):
+        raise r.error("log", f"must be true or false, but got {log!r}")
+    if kind == "int":
+        low, high = r.integer("low"), r.integer("high")
+        step = r.integer("step", 1, low=1)
+    else:
+        low, high = r.number("low"), r.number("high")
+        step = r.number("step", None, low=0.0, high=None, exclusive=True)
+    for key, value in (("low", low), ("high", high)):
+        if value is None:
+            raise r.error(key, "must be set")
+        check(key, value)
+    if low > high:
+        raise r.error("low", f"low <= high must hold, but got (low={low!r}, high={high!r})")
+    if log and low <= 0:
+        raise r.error("low", f"low > 0 must hold when log is true, but got low={low!r}")
+    if log and step not in (None, 1):
+        raise r.error("step", "step cannot be combined with log: true")
+    if kind == "int":
+        return Int(name, low, high, log=log, step=step)
+    return Float(name, low, high, log=log, step=step)

@@ -1,0 +1,59 @@
+"""The CNN, built from settings with ``keras.*`` only (runs on TensorFlow, JAX or PyTorch).
+
+Knows nothing of Optuna or MLflow. Scaling of raw pixels is the model's first layer, so
+the saved model takes images as the data set stores them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+__all__ = ["build_model"]
+
+
+def _activation(name: str) -> keras.layers.Layer:
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU()
+    return keras.layers.Activation(name)
+
+
+def build_model(
+    settings: dict[str, Any],
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    pixel_max: float = 255.0,
+) -> keras.Model:
+    """A Conv-[BN]-Act(-Conv...)-Pool stack per block, then Dense layers with softmax."""
+    l2 = float(settings["l2"])
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = keras.layers.Rescaling(1.0 / pixel_max, name="scale")(inputs)
+    height, width = input_shape[:2]
+    pool = keras.layers.MaxPooling2D if settings["pooling"] == "max" else (
+        keras.layers.AveragePooling2D)
+    for block in range(int(settings["conv_blocks"])):
+        filters = max(1, round(settings["filters"] * settings["filter_growth"] ** block))
+        for _ in range(int(settings["convs_per_block"])):
+            x = keras.layers.Conv2D(filters, settings["kernel_size"], padding="same",
+                                    use_bias=not settings["batch_norm"],
+                                    kernel_regularizer=reg)(x)
+            if settings["batch_norm"]:
+                x = keras.layers.BatchNormalization()(x)
+            x = _activation(settings["activation"])(x)
+        # Pool only while the feature map is at least 2x2, so deep stacks fit small images.
+        if height >= 2 and width >= 2:
+            x = pool(2)(x)
+            height, width = height // 2, width // 2
+    x = keras.layers.Flatten()(x)
+    if settings["dropout"] > 0:
+        x = keras.layers.Dropout(settings["dropout"])(x)
+    if settings["dense_units"] > 0:
+        x = keras.layers.Dense(settings["dense_units"], kernel_regularizer=reg)(x)
+        x = _activation(settings["activation"])(x)
+        if settings["dropout"] > 0:
+            x = keras.layers.Dropout(settings["dropout"])(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="mltune_cnn")

@@ -1,0 +1,216 @@
+"""The study: storage, sampler, the parent MLflow run, and the trial loop.
+
+Never imports Keras: trials are run by :class:`mltune.objective.Objective`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from mltune import __version__
+from mltune.config import Config
+from mltune.errors import ConfigError
+from mltune.objective import RUN_ID_ATTR, Objective
+from mltune.progress import PlainProgress
+from mltune.report import trials_table, write_report
+from mltune.samplers import create_sampler
+from mltune.search_space import grid_size
+from mltune.tracking import RUN_STATUS, Tracker
+from mltune.urls import redact
+
+__all__ = ["DEFAULT_STORAGE", "StudyResult", "load_trials", "open_storage", "tune"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "optuna_journal.log"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+EXPERIMENT_ATTR = "mlflow_experiment_id"
+CONFIG_ATTR = "mltune_config"
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    study_name: str
+    parent_run_id: str
+    experiment_id: str
+    n_trials: int  # all trials of the study, earlier sessions included
+    best_trial: int | None
+    best_value: float | None
+    best_run_id: str | None
+    states: dict[str, int]
+
+
+def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+    """A database URL (``sqlite:///``, ``postgresql://``...) or a journal file path.
+
+    No URL means the journal file ``optuna_journal.log`` in the current folder, which is safe
+    for several processes on one machine (Optuna's FAQ advises against SQLite there).
+    """
+    url = url or DEFAULT_STORAGE
+    shown = redact(url)
+    try:
+        if "://" in url:
+            return optuna.storages.RDBStorage(url)
+        path = Path(url)
+        if not path.parent.is_dir():
+            raise ConfigError("--storage", f"the folder of {shown} does not exist")
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    except ConfigError:
+        raise
+    except Exception as e:
+        reason = redact(str(e).splitlines()[0]) if str(e) else type(e).__name__
+        raise ConfigError("--storage", f"cannot open Optuna storage {shown}: {reason}") from None
+
+
+def _existing_direction(storage: optuna.storages.BaseStorage, name: str) -> str | None:
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return storage.get_study_directions(study_id)[0].name.lower()
+
+
+def tune(
+    config: Config,
+    *,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    progress: PlainProgress | None = None,
+) -> StudyResult:
+    """Run (or resume) the study described by ``config``; every trial is an MLflow run.
+
+    Everything that can be checked is checked before anything is written: the tracking
+    store, the data, the storage and the study's direction.
+    """
+    from mltune.data import load_data
+    from mltune.device import configure_gpus, device_name
+
+    sc = config.study
+    progress = progress or PlainProgress(sc.metric)
+    tracker = Tracker(tracking_uri, sc.experiment or sc.name)
+    tracker.check()
+    configure_gpus()
+    data = load_data(config.data, seed=sc.seed)
+    store = open_storage(storage)
+    existing = _existing_direction(store, sc.name)
+    if existing is not None and existing != sc.direction:
+        raise ConfigError("study.direction", f"study {sc.name!r} already exists in the "
+                          f"storage with direction {existing}, but got {sc.direction}",
+                          source=config.source)
+
+    sampler = create_sampler(sc, config.search_space)
+    study = optuna.create_study(storage=store, sampler=sampler, study_name=sc.name,
+                                direction=sc.direction,  # type: ignore[arg-type]
+                                load_if_exists=True)
+    done = len(study.trials)
+    tags = {
+        "mltune.study_name": sc.name,
+        "mltune.sampler": sc.sampler,
+        "mltune.metric": sc.metric,
+        "mltune.direction": sc.direction,
+        "mltune.version": __version__,
+        "mltune.storage": redact(storage or DEFAULT_STORAGE),
+    }
+    parent_run_id = tracker.start_parent(
+        name=sc.name, tags=tags, params=config.fixed_settings(),
+        resume_run_id=study.user_attrs.get(PARENT_RUN_ATTR))
+    study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
+    study.set_user_attr(EXPERIMENT_ATTR, tracker.ensure_experiment())
+    study.set_user_attr(CONFIG_ATTR, config.raw)
+
+    objective = Objective(config, data, tracker, parent_run_id, progress,
+                          tags={"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
+                                "mltune.device": device_name()})
+    n_trials = sc.n_trials
+    if sc.sampler == "grid":
+        remaining = _grid_remaining(sampler, study, config)
+        n_trials = remaining if n_trials is None else min(n_trials, remaining)
+    status = "FAILED"
+    try:
+        progress.study_started(sc.name, n_trials, done)
+        if n_trials == 0:
+            progress.message(f"study {sc.name}: every point of the grid has been tried")
+        else:
+            study.optimize(objective, n_trials=n_trials, timeout=sc.timeout,
+                           catch=(Exception,), callbacks=[objective.after_trial])
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _close_orphans(study, tracker, objective.open_runs)
+        result = _finish_parent(study, tracker, parent_run_id, config, status)
+        progress.close()
+    return result
+
+
+def _grid_remaining(sampler: optuna.samplers.BaseSampler, study: optuna.Study,
+                    config: Config) -> int:
+    unvisited = getattr(sampler, "_get_unvisited_grid_ids", None)
+    if unvisited is not None:
+        return len(unvisited(study))
+    return grid_size(config.search_space)
+
+
+def _close_orphans(study: optuna.Study, tracker: Tracker, open_runs: dict[int, str]) -> None:
+    """End the runs whose trial callback never came (an interrupt): none is left RUNNING."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for number, run_id in list(open_runs.items()):
+        state = trials[number].state.name if number in trials else "FAIL"
+        tracker.set_tags(run_id, {"mltune.state": state})
+        tracker.end_run(run_id, RUN_STATUS[state])
+        del open_runs[number]
+
+
+def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, config: Config,
+                   status: str) -> StudyResult:
+    sc = config.study
+    best_trial: Any = None
+    try:
+        best_trial = study.best_trial
+    except ValueError:
+        pass
+    best_run_id = best_trial.user_attrs.get(RUN_ID_ATTR) if best_trial else None
+    if best_trial is not None:
+        tracker.set_tags(parent_run_id, {"mltune.best_trial": best_trial.number,
+                                         "mltune.best_run_id": best_run_id or ""})
+        tracker.log_metrics(parent_run_id, {f"best_{sc.metric}": float(best_trial.value)})
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v for k, v in states.items()})
+    with tempfile.TemporaryDirectory(prefix="mltune-report-") as folder:
+        write_report(study, Path(folder))
+        tracker.log_artifacts(parent_run_id, folder)
+    tracker.end_run(parent_run_id, status)
+    return StudyResult(
+        study_name=sc.name,
+        parent_run_id=parent_run_id,
+        experiment_id=tracker.ensure_experiment(),
+        n_trials=len(study.trials),
+        best_trial=best_trial.number if best_trial else None,
+        best_value=float(best_trial.value) if best_trial else None,
+        best_run_id=best_run_id,
+        states=states,
+    )
+
+
+def load_trials(study_name: str, storage: str | None = None) -> Any:
+    """The trials table of an existing study (a pandas DataFrame)."""
+    store = open_storage(storage)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+        known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
+        raise ConfigError("STUDY", f"no study named {study_name!r} in "
+                          f"{redact(storage or DEFAULT_STORAGE)}{known}") from None
+    return trials_table(study)

@@ -1,0 +1,228 @@
+"""MLflow tracking: the only module that imports ``mlflow``.
+
+Runs are addressed by explicit ids through :class:`mlflow.MlflowClient`, never through the
+global active-run stack (which is per thread and breaks with parallel trials). The parent
+run belongs to the study; each trial gets a child run whose status follows the trial.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mltune.errors import ConfigError, MltuneError
+from mltune.urls import redact
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+__all__ = ["DEFAULT_TRACKING_URI", "RUN_STATUS", "Tracker", "resolve_tracking_uri"]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+# Optuna trial state -> MLflow run status. A trial still RUNNING when the process stops was
+# interrupted: its run is FAILED, never left RUNNING.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED",
+              "RUNNING": "FAILED", "WAITING": "FAILED"}
+
+PARENT_RUN_ID = "mlflow.parentRunId"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """The option, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+class Tracker:
+    """Writes one study's runs to one MLflow experiment."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.experiment_name = experiment
+        self.experiment_id: str | None = None
+        # Model logging resolves the tracking URI globally; one URI per process.
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+
+    # -- checks before anything is written -------------------------------------------------
+    def check(self) -> None:
+        """Raise :class:`ConfigError` if the tracking store cannot be used."""
+        shown = redact(self.uri)
+        if self.uri.startswith(("http://", "https://")):
+            import requests
+
+            try:
+                requests.get(self.uri.rstrip("/") + "/health", timeout=10).raise_for_status()
+            except requests.RequestException as e:
+                reason = type(e).__name__
+                raise ConfigError("--tracking-uri", f"cannot reach the MLflow tracking server "
+                                  f"at {shown} ({reason})") from None
+        elif self.uri.startswith("sqlite:///"):
+            folder = Path(self.uri[len("sqlite:///"):]).parent
+            if not folder.is_dir():
+                raise ConfigError("--tracking-uri", f"the folder of {shown} does not exist")
+        try:
+            if self.experiment_name is not None:
+                self.client.get_experiment_by_name(self.experiment_name)
+        except MlflowException as e:
+            raise ConfigError("--tracking-uri", f"cannot use {shown}: "
+                              f"{redact(e.message.splitlines()[0])}") from None
+
+    def ensure_experiment(self) -> str:
+        if self.experiment_id is None:
+            name = self.experiment_name or "Default"
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                try:
+                    self.experiment_id = self.client.create_experiment(name)
+                except MlflowException:  # created meanwhile by another worker
+                    exp = self.client.get_experiment_by_name(name)
+                    assert exp is not None
+                    self.experiment_id = exp.experiment_id
+            else:
+                if exp.lifecycle_stage == "deleted":
+                    raise MltuneError(f"MLflow experiment {name!r} is deleted; restore it "
+                                      "(mlflow experiments restore) or pass --experiment")
+                self.experiment_id = exp.experiment_id
+        return self.experiment_id
+
+    # -- runs -------------------------------------------------------------------------------
+    def run_exists(self, run_id: str | None) -> bool:
+        if not run_id:
+            return False
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:
+            return False
+        return run.info.lifecycle_stage == "active"
+
+    def start_parent(self, *, name: str, tags: dict[str, str], params: dict[str, Any],
+                     resume_run_id: str | None = None) -> str:
+        """Create the study's parent run, or reopen ``resume_run_id`` when it exists."""
+        if resume_run_id and self.run_exists(resume_run_id):
+            self.client.update_run(resume_run_id, status="RUNNING")
+            self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
+            self.set_tags(resume_run_id, tags)
+            return resume_run_id
+        run = self.client.create_run(self.ensure_experiment(), run_name=name,
+                                     tags=_context_tags() | tags)
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def start_child(self, parent_run_id: str, *, name: str, tags: dict[str, str],
+                    params: dict[str, Any]) -> str:
+        run = self.client.create_run(self.ensure_experiment(), run_name=name,
+                                     tags=_context_tags() | tags | {PARENT_RUN_ID: parent_run_id})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    # -- data -------------------------------------------------------------------------------
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step)
+                                               for k, v in metrics.items()])
+
+    def log_error(self, run_id: str, error: BaseException) -> None:
+        """The error's one-line summary as a tag, the traceback as ``error.txt``."""
+        summary = f"{type(error).__name__}: {error}"
+        text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.set_tags(run_id, {"mltune.error": summary[:5000]})
+        self.client.log_text(run_id, text, "error.txt")
+
+    def log_artifacts(self, run_id: str, folder: str | Path) -> None:
+        self.client.log_artifacts(run_id, str(folder))
+
+    def log_model(self, run_id: str, model: keras.Model, example: np.ndarray) -> str:
+        """Log a Keras model with signature and input example; returns its model URI."""
+        import keras
+        import numpy as np
+        from mlflow.models import Model, infer_signature
+
+        example = np.asarray(example, dtype=np.float32)
+        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+        backend = keras.backend.backend()
+        requirements = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}"]
+        backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
+        if backend_module:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                requirements.append(f"{backend_module}=={version(backend_module)}")
+            except PackageNotFoundError:
+                pass
+        # Created here so the logged model lands in the run's experiment: left to itself,
+        # Model.log picks the global experiment (Default) when no run is active.
+        logged = self.client.create_logged_model(
+            experiment_id=self.client.get_run(run_id).info.experiment_id, name="model",
+            source_run_id=run_id)
+        interactive = keras.config.is_interactive_logging_enabled()
+        keras.config.disable_interactive_logging()  # MLflow's predict calls print progress bars
+        try:
+            info = Model.log(artifact_path=None, name="model", flavor=_KerasFlavor,
+                             run_id=run_id, model=model, signature=signature,
+                             input_example=example, pip_requirements=requirements,
+                             model_id=logged.model_id)
+        finally:
+            if interactive:
+                keras.config.enable_interactive_logging()
+        return str(info.model_uri)
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with its save folder made first.
+
+    MLflow's Keras 3 flavor writes the input example before it creates the model folder
+    (https://github.com/mlflow/mlflow/issues/16183), so logging with an input example fails.
+    ``Model.log`` takes the flavor as a module-like object; this one fixes that one step.
+    """
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> None:
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        mlflow.keras.save_model(path=path, **kwargs)
+
+
+_CONTEXT: dict[str, str] | None = None
+
+
+def _context_tags() -> dict[str, str]:
+    """The tags MLflow's fluent ``start_run`` adds (user, source), resolved once."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        _CONTEXT = {k: v for k, v in resolve_tags({}).items() if k.startswith("mlflow.")}
+    return dict(_CONTEXT)
+

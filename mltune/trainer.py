@@ -1,0 +1,159 @@
+"""Compile, fit and evaluate a model with ``keras.*`` only.
+
+Knows nothing of Optuna or MLflow: the caller passes ``on_epoch``, a plain function that
+receives each epoch's metrics, and may raise to stop training (the objective turns
+Optuna's pruning into such an exception).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from mltune.errors import NonFiniteLossError
+
+__all__ = ["TrainResult", "evaluate", "make_optimizer", "release", "train"]
+
+EpochHook = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    best_value: float
+    best_epoch: int  # 0-based
+    epochs_run: int
+    train_seconds: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def make_optimizer(settings: dict[str, Any], steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr: Any = float(settings["learning_rate"])
+    schedule = settings["lr_schedule"]
+    if schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            lr, decay_steps=max(1, steps_per_epoch * int(settings["epochs"])))
+    elif schedule == "exponential":
+        lr = keras.optimizers.schedules.ExponentialDecay(
+            lr, decay_steps=steps_per_epoch, decay_rate=float(settings["lr_decay_rate"]))
+    name = settings["optimizer"]
+    momentum = float(settings["momentum"])
+    if name == "sgd":
+        return keras.optimizers.SGD(lr)
+    if name == "momentum":
+        return keras.optimizers.SGD(lr, momentum=momentum)
+    if name == "nesterov":
+        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=True)
+    if name == "adam":
+        return keras.optimizers.Adam(lr)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=float(settings["weight_decay"]))
+    if name == "rmsprop":
+        return keras.optimizers.RMSprop(lr)
+    if name == "adagrad":
+        return keras.optimizers.Adagrad(lr)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class _Epochs(keras.callbacks.Callback):
+    """Reports each epoch, keeps the best epoch's weights, stops early and on a NaN loss."""
+
+    def __init__(self, metric: str, maximize: bool, patience: int | None,
+                 on_epoch: EpochHook | None) -> None:
+        super().__init__()
+        self.metric = metric
+        self.maximize = maximize
+        self.patience = patience
+        self.on_epoch = on_epoch
+        self.best_value = -math.inf if maximize else math.inf
+        self.best_epoch = -1
+        self.best_weights: list[np.ndarray] | None = None
+        self.epochs_run = 0
+        self.history: dict[str, list[float]] = {}
+        self._start = 0.0
+        self._lr = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
+        metrics["learning_rate"] = self._lr
+        metrics["epoch_seconds"] = time.perf_counter() - self._start
+        self.epochs_run = epoch + 1
+        for k, v in metrics.items():
+            self.history.setdefault(k, []).append(v)
+        loss = metrics.get("loss", 0.0)
+        if not math.isfinite(loss):
+            self.model.stop_training = True
+            raise NonFiniteLossError(f"loss became {loss} in epoch {epoch}")
+        value = metrics[self.metric]
+        better = value > self.best_value if self.maximize else value < self.best_value
+        if better or self.best_epoch < 0:
+            self.best_value, self.best_epoch = value, epoch
+            self.best_weights = self.model.get_weights()
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, metrics)
+        waited = epoch - self.best_epoch
+        if self.patience is not None and waited > 0 and waited >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None and self.best_epoch != self.epochs_run - 1:
+            self.model.set_weights(self.best_weights)
+
+
+def train(
+    model: keras.Model,
+    settings: dict[str, Any],
+    *,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    metric: str = "val_accuracy",
+    maximize: bool = True,
+    on_epoch: EpochHook | None = None,
+) -> TrainResult:
+    """Fit ``model``; afterwards it holds the weights of the best epoch by ``metric``."""
+    batch_size = int(settings["batch_size"])
+    steps = max(1, math.ceil(len(x_train) / batch_size))
+    model.compile(optimizer=make_optimizer(settings, steps),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    epochs = _Epochs(metric, maximize, settings["early_stopping_patience"], on_epoch)
+    callbacks: list[keras.callbacks.Callback] = []
+    if settings["lr_schedule"] == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=metric, mode="max" if maximize else "min",
+            factor=float(settings["lr_decay_rate"]), patience=1))
+    callbacks.append(epochs)
+    start = time.perf_counter()
+    model.fit(x_train, y_train, batch_size=batch_size, epochs=int(settings["epochs"]),
+              validation_data=(x_val, y_val), callbacks=callbacks, verbose=0)
+    return TrainResult(
+        best_value=epochs.best_value,
+        best_epoch=epochs.best_epoch,
+        epochs_run=epochs.epochs_run,
+        train_seconds=time.perf_counter() - start,
+        history=epochs.history,
+    )
+
+
+def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256
+             ) -> dict[str, float]:
+    """Loss and accuracy of a compiled model on (x, y)."""
+    logs = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+    return {k: float(v) for k, v in logs.items()}
+
+
+def release() -> None:
+    """Free what the last model held, so memory stays flat across trials."""
+    keras.backend.clear_session()
+    gc.collect()
