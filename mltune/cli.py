@@ -155,7 +155,7 @@ def train(
     def go() -> None:
         from mltune.config import load_config
 
-        cfg = load_config(config, set_ or [], experiment=experiment)
+        cfg = load_config(config, set_ or [], for_study=False, experiment=experiment)
         from mltune.objective import train_run
 
         run_id, test = train_run(cfg, tracking_uri=tracking_uri)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,11 +89,12 @@ class Config:
 
 
 def load_config(
-    path: str | Path, overrides: list[str] | tuple[str, ...] = (), **options: Any
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, for_study: bool = True,
+    **options: Any
 ) -> Config:
     """Read the study file at ``path``, apply ``--set key.path=value`` overrides and the
     command-line ``options`` (``sampler=``, ``n_trials=``, ...; None means not given),
-    and validate the result."""
+    and validate the result (``for_study=False``: for one training run, no search)."""
     path = Path(path)
     source = str(path)
     try:
@@ -102,7 +104,7 @@ def load_config(
     except OSError as e:
         raise ConfigError("study file", f"cannot read {source}: {e.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -115,14 +117,15 @@ def load_config(
         raise ConfigError("study file", "must be a mapping of sections "
                           f"({', '.join(SECTIONS)}), but got {type(raw).__name__}", source=source)
     raw = _resolve_data_path(raw, path.parent)
-    raw.setdefault("study", {})
+    if raw.get("study") is None:
+        raw["study"] = {}
     if isinstance(raw["study"], dict):
         raw["study"].setdefault("name", path.stem)
     raw = apply_overrides(raw, overrides)
     for key, value in options.items():
         if value is not None:
             raw = _set(raw, f"study.{key}", value)
-    return parse_config(raw, source=source)
+    return parse_config(raw, source=source, for_study=for_study)
 
 
 def _resolve_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -145,7 +148,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         if not sep or not key:
             raise ConfigError("--set", f"must look like key.path=value, but got {item!r}")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = _yaml(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
         raw = _set(raw, key, value)
@@ -157,13 +160,31 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     node = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise ConfigError(".".join(parts[: i + 1]), "is not a mapping, so "
                               f"--set {key}=... cannot set a key inside it")
         node = child
     node[parts[-1]] = value
     return raw
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML as users write it: ``1e-4`` is a number (YAML 1.2), not the string PyYAML's
+    YAML 1.1 rules make of it (they want ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"),
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class _Reader:
@@ -241,8 +262,11 @@ def _closest(key: str, allowed: tuple[str, ...] | list[str]) -> str | None:
     return found[0] if found else None
 
 
-def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
-    """Validate an already-read study file (a dict as YAML gives it)."""
+def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bool = True
+                 ) -> Config:
+    """Validate an already-read study file (a dict as YAML gives it).
+
+    ``for_study=False`` skips what only a search needs (a sampler that can run it)."""
     top = _Reader(raw, "", source)
     top.only(SECTIONS)
     study = _parse_study(_Reader(top.get("study"), "study", source))
@@ -269,7 +293,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
         if name not in explicit:
             space[name] = param
 
-    if study.sampler == "grid":
+    if for_study and study.sampler == "grid":
         for name, param in space.items():
             if param.grid() is None:
                 raise space_reader.error(name, "grid search needs a finite set of values, but "
@@ -277,7 +301,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>") -> Config:
                                          "type: categorical")
     from mltune.samplers import check_sampler
 
-    check_sampler(study, space, source=source)
+    if for_study:
+        check_sampler(study, space, source=source)
     return Config(
         study=study,
         data=data,
@@ -393,7 +418,7 @@ def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
         raise r.error("low", f"low <= high must hold, but got (low={low!r}, high={high!r})")
     if log and low <= 0:
         raise r.error("low", f"low > 0 must hold when log is true, but got low={low!r}")
-    if log and step not in (None, 1):
+    if log and step is not None and (kind == "float" or step != 1):
         raise r.error("step", "step cannot be combined with log: true")
     if kind == "int":
         return Int(name, low, high, log=log, step=step)

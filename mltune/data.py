@@ -192,8 +192,13 @@ def _image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[Any, Any], tuple[s
     for f, label in files:
         try:
             with Image.open(f) as img:
+                if img.mode.startswith("I"):  # 16/32-bit grayscale: scale, don't clip, to 8 bits
+                    wide = np.asarray(img, dtype=np.float64)
+                    top = 65535.0 if img.mode.startswith("I;16") else max(1.0, wide.max())
+                    img = Image.fromarray(  # type: ignore[assignment]
+                        np.clip(np.rint(wide / top * 255), 0, 255).astype(np.uint8), "L")
                 if mode is None:
-                    mode = "L" if img.mode in ("1", "L", "LA", "I;16") else "RGB"
+                    mode = "L" if img.mode in ("1", "L", "LA") else "RGB"
                 img = img.convert(mode)  # type: ignore[assignment]
                 if size is None:
                     size = img.size

@@ -76,8 +76,9 @@ def check_sampler(study: StudyConfig, space: SearchSpace, *, source: str) -> Non
                if p not in ("self", "search_space", "seed")]
     for key in study.sampler_options:
         if key not in allowed:
+            known = f"its options: {', '.join(allowed)}" if allowed else "it takes none"
             raise ConfigError(f"study.sampler_options.{key}", f"is not an option of sampler "
-                              f"{name!r}; its options: {', '.join(allowed)}", source=source)
+                              f"{name!r}; {known}", source=source)
     try:
         create_sampler(study, space)
     except (TypeError, ValueError) as e:

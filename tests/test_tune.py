@@ -1,0 +1,186 @@
+"""End-to-end studies on tiny data, read back the way a user would: through MlflowClient."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import tiny_study
+from mlflow import MlflowClient
+
+from mltune.config import load_config
+from mltune.study import open_storage, tune
+
+EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
+                 "epoch_seconds"}
+FINAL_METRICS = {"best_val_accuracy", "best_epoch", "epochs_run", "train_seconds",
+                 "param_count"}
+
+
+def runs_of(tracking_uri: str, experiment: str) -> tuple[Any, list[Any]]:
+    """The parent run and its child runs, oldest first."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no experiment {experiment!r}"
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    return parents[0], sorted(children, key=lambda r: int(r.data.tags["mltune.trial_number"]))
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage))
+
+
+@pytest.mark.parametrize("sampler", ["random", "grid", "tpe"])
+def test_every_trial_is_a_child_run(sampler: str, write_study, stores) -> None:
+    n = 4 if sampler == "grid" else 3
+    path = write_study(study={"name": f"s-{sampler}", "sampler": sampler, "n_trials": None if
+                              sampler == "grid" else n, "seed": 3},
+                       search_space={
+                           "learning_rate": {"type": "float", "low": 0.002, "high": 0.004,
+                                             "step": 0.002},
+                           "filters": {"type": "categorical", "choices": [4, 8]}})
+    cfg = load_config(path)
+    result = tune(cfg, **stores)
+
+    parent, children = runs_of(stores["tracking_uri"], f"s-{sampler}")
+    assert result.n_trials == n and result.states == {"COMPLETE": n}
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mltune.sampler"] == sampler
+    assert parent.data.tags["mltune.direction"] == "maximize"
+    assert parent.data.params["epochs"] == "1" and parent.data.params["dense_units"] == "16"
+    assert "learning_rate" not in parent.data.params  # searched, so on the children
+    assert [c.info.run_name for c in children] == [f"trial-{i:03d}" for i in range(n)]
+
+    client = MlflowClient(stores["tracking_uri"])
+    study = load_study(f"s-{sampler}", stores["storage"])
+    for child, trial in zip(children, study.trials, strict=True):
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["mltune.state"] == "COMPLETE"
+        assert child.data.tags["mltune.device"] == "CPU"
+        assert trial.user_attrs["mlflow_run_id"] == child.info.run_id
+        assert child.data.params == {k: str(v) for k, v in trial.params.items()}
+        assert EPOCH_METRICS | FINAL_METRICS <= set(child.data.metrics)
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0]
+        assert child.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
+
+    best = study.best_trial
+    assert parent.data.tags["mltune.best_trial"] == str(best.number)
+    assert parent.data.tags["mltune.best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "trials.csv" in artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/optimization_history.png" in plots
+    if sampler == "grid":
+        points = [(t.params["learning_rate"], t.params["filters"]) for t in study.trials]
+        assert sorted(points) == sorted(itertools.product([0.002, 0.004], [4, 8]))
+
+
+def test_best_trial_model_is_logged_and_predicts(write_study, stores) -> None:
+    import mlflow
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    result = tune(load_config(write_study()), **stores)
+    client = MlflowClient(stores["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert models, "no logged model"
+    assert result.best_run_id in {m.source_run_id for m in models}
+    best_model = next(m for m in models if m.source_run_id == result.best_run_id)
+    mlflow.set_tracking_uri(stores["tracking_uri"])
+    model = mlflow.pyfunc.load_model(f"models:/{best_model.model_id}")
+    assert model.metadata.signature is not None
+    digits = load_digits()
+    probs = np.asarray(model.predict(digits.images[:8, :, :, None].astype(np.float32)))
+    assert probs.shape == (8, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+
+
+def test_trial_value_is_the_best_epoch_not_the_last(write_study, stores) -> None:
+    path = write_study(training={"epochs": 4, "batch_size": 32},
+                       study={"n_trials": 2, "name": "epochs"})
+    tune(load_config(path), **stores)
+    client = MlflowClient(stores["tracking_uri"])
+    study = load_study("epochs", stores["storage"])
+    for trial in study.trials:
+        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_accuracy")
+        assert sorted(m.step for m in history) == [0, 1, 2, 3]
+        assert trial.value == pytest.approx(max(m.value for m in history))
+
+
+def test_a_failing_trial_fails_alone(write_study, stores, monkeypatch) -> None:
+    import mltune.model
+
+    real = mltune.model.build_model
+
+    def build(settings: dict[str, Any], **kw: Any) -> Any:
+        if settings["filters"] == 8:
+            raise RuntimeError("boom: filters=8 is broken")
+        return real(settings, **kw)
+
+    monkeypatch.setattr(mltune.model, "build_model", build)
+    path = write_study(study={"sampler": "grid", "n_trials": None, "name": "failing"},
+                       search_space={"filters": {"type": "categorical", "choices": [4, 8, 16]}})
+    result = tune(load_config(path), **stores)
+
+    assert result.states == {"COMPLETE": 2, "FAIL": 1}
+    parent, children = runs_of(stores["tracking_uri"], "failing")
+    assert parent.info.status == "FINISHED"
+    by_filters = {c.data.params["filters"]: c for c in children}
+    failed = by_filters["8"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["mltune.state"] == "FAIL"
+    assert "boom: filters=8 is broken" in failed.data.tags["mltune.error"]
+    client = MlflowClient(stores["tracking_uri"])
+    error = Path(client.download_artifacts(failed.info.run_id, "error.txt")).read_text()
+    assert "RuntimeError: boom" in error and "Traceback" in error
+    assert {by_filters["4"].info.status, by_filters["16"].info.status} == {"FINISHED"}
+
+
+def test_resume_adds_trials_to_the_same_study_and_parent(write_study, stores) -> None:
+    path = write_study(study={"n_trials": 2, "name": "resumed"})
+    first = tune(load_config(path), **stores)
+    second = tune(load_config(path), **stores)
+
+    assert second.parent_run_id == first.parent_run_id
+    assert second.n_trials == 4
+    parent, children = runs_of(stores["tracking_uri"], "resumed")
+    assert parent.info.status == "FINISHED"
+    assert [c.data.tags["mltune.trial_number"] for c in children] == ["0", "1", "2", "3"]
+    assert all(c.data.tags["mlflow.parentRunId"] == parent.info.run_id for c in children)
+    study = load_study("resumed", stores["storage"])
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+
+
+def test_grid_resumed_after_exhaustion_runs_nothing(write_study, stores) -> None:
+    path = write_study(study={"sampler": "grid", "n_trials": None, "name": "grid-done"},
+                       search_space={"filters": {"type": "categorical", "choices": [4, 8]}})
+    tune(load_config(path), **stores)
+    again = tune(load_config(path), **stores)
+    assert again.n_trials == 2
+    _, children = runs_of(stores["tracking_uri"], "grid-done")
+    assert sorted(c.data.params["filters"] for c in children) == ["4", "8"]
+
+
+def test_grid_with_n_trials_runs_part_then_the_rest(write_study, stores) -> None:
+    space = {"filters": {"type": "categorical", "choices": [4, 8, 16]}}
+    path = write_study(study={"sampler": "grid", "n_trials": 2, "name": "grid-part"},
+                       search_space=space)
+    tune(load_config(path), **stores)
+    tune(load_config(path, n_trials=5), **stores)  # more than the one point left
+    study = load_study("grid-part", stores["storage"])
+    assert sorted(t.params["filters"] for t in study.trials) == [4, 8, 16]
+
+
+def test_tiny_study_helper_is_valid(write_study) -> None:
+    cfg = load_config(write_study(tiny_study()))
+    assert set(cfg.search_space) == {"learning_rate", "filters"}
