@@ -197,6 +197,27 @@ class Probes:
                 setattr(owner, attr, original)
 
 
+@contextmanager
+def gc_clock() -> Iterator[list[float]]:
+    """Seconds spent in Python's garbage collector (automatic and explicit) in the block."""
+    import gc
+
+    total = [0.0]
+    started = [0.0]
+
+    def hook(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            total[0] += time.perf_counter() - started[0]
+
+    gc.callbacks.append(hook)
+    try:
+        yield total
+    finally:
+        gc.callbacks.remove(hook)
+
+
 # -- the two sides -----------------------------------------------------------------------------
 @dataclass
 class StudyRun:
@@ -205,6 +226,7 @@ class StudyRun:
     train_seconds: list[float]  # the child runs' metric, in trial order
     rows: dict[str, float]
     calls: dict[str, int]
+    gc: float  # seconds in the garbage collector
     states: dict[str, int] = field(default_factory=dict)
 
 
@@ -214,6 +236,7 @@ class BareRun:
     build: list[float]
     fit: list[float]  # compile + fit
     clear: list[float]
+    gc: float
 
 
 def study_config(args: argparse.Namespace, data: Path) -> dict[str, Any]:
@@ -244,7 +267,7 @@ def run_study(raw: dict[str, Any], folder: Path) -> StudyRun:
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     progress = PlainProgress(config.study.metric, stream=io.StringIO())
     probes = Probes()
-    with probes.installed():
+    with probes.installed(), gc_clock() as in_gc:
         start = time.perf_counter()
         result = tune(config, storage=journal, tracking_uri=uri, progress=progress)
         wall = time.perf_counter() - start
@@ -260,11 +283,22 @@ def run_study(raw: dict[str, Any], folder: Path) -> StudyRun:
     rows = dict(probes.seconds)
     rows[REST] = wall - sum(rows.values())
     return StudyRun(wall=wall, params=[dict(t.params) for t in trials], train_seconds=seconds,
-                    rows=rows, calls=dict(probes.calls), states=dict(result.states))
+                    rows=rows, calls=dict(probes.calls), gc=in_gc[0],
+                    states=dict(result.states))
 
 
 def run_bare(raw: dict[str, Any], params: list[dict[str, Any]]) -> BareRun:
     """The study's configurations, trained with Keras alone on the same arrays."""
+    with gc_clock() as in_gc:
+        start = time.perf_counter()
+        build, fit, clear = bare_trials(raw, params)
+        wall = time.perf_counter() - start
+    return BareRun(wall=wall, build=build, fit=fit, clear=clear, gc=in_gc[0])
+
+
+def bare_trials(raw: dict[str, Any], params: list[dict[str, Any]]
+                ) -> tuple[list[float], list[float], list[float]]:
+    """Build, compile + fit, clear_session for each configuration; seconds of each step."""
     import keras
 
     from mltune.config import parse_config
@@ -274,7 +308,6 @@ def run_bare(raw: dict[str, Any], params: list[dict[str, Any]]) -> BareRun:
     config = parse_config(raw, source="bench/overhead.py")
     data = load_data(config.data, seed=config.study.seed)  # the study's arrays (cached)
     build, fit, clear = [], [], []
-    start = time.perf_counter()
     for sampled in params:
         s = config.params_for(sampled)
         assert s["optimizer"] == "adam" and s["lr_schedule"] == "constant", s
@@ -293,7 +326,7 @@ def run_bare(raw: dict[str, Any], params: list[dict[str, Any]]) -> BareRun:
         build.append(t1 - t0)
         fit.append(t2 - t1)
         clear.append(t3 - t2)
-    return BareRun(wall=time.perf_counter() - start, build=build, fit=fit, clear=clear)
+    return build, fit, clear
 
 
 def warm_up(args: argparse.Namespace, raw: dict[str, Any]) -> dict[str, float]:
@@ -474,6 +507,8 @@ def study_tables(args: argparse.Namespace, pairs: list[Pair], gc_seconds: list[f
          f"{100 * _med(outside(p) for p in pairs) / bare:.1f}% of bare sum"],
         ["release - bare clear_session (mltune's extra gc.collect)",
          f"{_med(p.study.rows.get(RELEASE, 0.0) - sum(p.bare.clear) for p in pairs):+.2f} s"],
+        ["time in Python's garbage collector: study / bare",
+         f"{_med(p.study.gc for p in pairs):.2f} s / {_med(p.bare.gc for p in pairs):.2f} s"],
         ["one full gc.collect() in this process (median of 5)",
          f"{_med(gc_seconds):.3f} s"],
         ["fit inside the study - bare compile+fit (callbacks + noise)",
