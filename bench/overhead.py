@@ -68,7 +68,7 @@ TRACKER_METHODS = ("start_parent", "start_child", "log_params", "set_tags", "log
                    "end_run", "log_artifacts", "ensure_experiment", "run_exists", "log_error")
 FIT = "Keras compile + fit (mltune.trainer.train)"
 BUILD = "Keras build_model"
-RELEASE = "clear_session + gc.collect (release)"
+RELEASE = "mltune.trainer.release (clear_session)"
 MLFLOW_OPEN = "MLflow store open + check (fresh SQLite db)"
 MLFLOW_RUNS = "MLflow runs, params, metrics, tags"
 MODEL_LOG = "MLflow log_model: rest"
@@ -121,7 +121,21 @@ def machine_info() -> dict[str, str]:
     }
     for pkg in ("tensorflow", "keras", "mlflow", "optuna", "numpy", "typer"):
         info[pkg] = version(pkg)
+    info["commit"] = git_state()
     return info
+
+
+def git_state() -> str:
+    """The commit measured, and whether mltune/ differs from it (read-only git calls)."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown commit"
+    dirty = git("status", "--porcelain", "--", "mltune")
+    return f"commit {commit}" + (" with uncommitted changes in mltune/" if dirty else "")
 
 
 def quiet_libraries() -> None:
@@ -463,7 +477,7 @@ def _med(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
 
-def study_tables(args: argparse.Namespace, pairs: list[Pair], gc_seconds: list[float]
+def study_tables(args: argparse.Namespace, pairs: list[Pair], gc_info: dict[str, Any]
                  ) -> tuple[str, str, str]:
     n = args.trials
     per_repeat = fmt_table(
@@ -505,12 +519,14 @@ def study_tables(args: argparse.Namespace, pairs: list[Pair], gc_seconds: list[f
         ["study time outside Keras (wall - fit - build - release)",
          f"{_med(outside(p) for p in pairs):.2f} s = "
          f"{100 * _med(outside(p) for p in pairs) / bare:.1f}% of bare sum"],
-        ["release - bare clear_session (mltune's extra gc.collect)",
+        ["release - bare clear_session",
          f"{_med(p.study.rows.get(RELEASE, 0.0) - sum(p.bare.clear) for p in pairs):+.2f} s"],
         ["time in Python's garbage collector: study / bare",
          f"{_med(p.study.gc for p in pairs):.2f} s / {_med(p.bare.gc for p in pairs):.2f} s"],
-        ["one full gc.collect() in this process (median of 5)",
-         f"{_med(gc_seconds):.3f} s"],
+        ["one full gc.collect() afterwards, heap as tune() left it / unfrozen (median of 5)",
+         f"{_med(gc_info['frozen']):.3f} s / {_med(gc_info['unfrozen']):.3f} s"],
+        ["objects frozen by tune() (gc.get_freeze_count) / garbage freed once unfrozen",
+         f"{gc_info['frozen_objects']} / {gc_info['freed_on_unfreeze']}"],
         ["fit inside the study - bare compile+fit (callbacks + noise)",
          f"{_med(p.study.rows.get(FIT, 0.0) - sum(p.bare.fit) for p in pairs):+.2f} s"],
         ["models logged per study (trials that beat the best so far)",
@@ -524,16 +540,23 @@ def study_tables(args: argparse.Namespace, pairs: list[Pair], gc_seconds: list[f
     return per_repeat, breakdown, derived
 
 
-def gc_probe(times: int = 5) -> list[float]:
-    """How long one full garbage collection takes with everything a study imports loaded."""
+def gc_probe(times: int = 5) -> dict[str, Any]:
+    """Full garbage collections with everything a study imports loaded: as the study leaves
+    the heap (``tune`` freezes it), then unfrozen; and what unfreezing lets go."""
     import gc
 
-    out = []
-    for _ in range(times):
+    def collect() -> float:
         start = time.perf_counter()
         gc.collect()
-        out.append(time.perf_counter() - start)
-    return out
+        return time.perf_counter() - start
+
+    frozen_objects = gc.get_freeze_count()
+    frozen = [collect() for _ in range(times)]
+    gc.unfreeze()
+    freed = gc.collect()
+    unfrozen = [collect() for _ in range(times)]
+    return {"frozen": frozen, "unfrozen": unfrozen, "frozen_objects": frozen_objects,
+            "freed_on_unfreeze": freed}
 
 
 def cli_table(times: dict[str, list[float]]) -> str:
@@ -549,8 +572,8 @@ def cli_table(times: dict[str, list[float]]) -> str:
 
 def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
            warm: dict[str, float], pairs: list[Pair], cli: dict[str, list[float]],
-           gc_seconds: list[float]) -> str:
-    per_repeat, breakdown, derived = study_tables(args, pairs, gc_seconds)
+           gc_info: dict[str, Any]) -> str:
+    per_repeat, breakdown, derived = study_tables(args, pairs, gc_info)
     median = statistics.median(p.overhead_pct for p in pairs)
     bare_trial = statistics.median(p.bare.wall for p in pairs) / args.trials
     verdict = "met" if median <= STUDY_TARGET_PCT else "MISSED"
@@ -564,7 +587,8 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
         f"Measured {info['date']} on {info['nproc']} cores ({info['cpu']}), {info['os']}; "
         f"Python {info['python']}, TensorFlow {info['tensorflow']}, Keras {info['keras']}, "
         f"MLflow {info['mlflow']}, Optuna {info['optuna']}, NumPy {info['numpy']}, "
-        f"Typer {info['typer']}. No GPU. The machine is shared, so single figures are noisy.",
+        f"Typer {info['typer']}; mltune at {info['commit']}. No GPU. The machine is shared, "
+        "so single figures are noisy.",
         "",
         "Re-run from the repository root with the project's environment (takes a few minutes):",
         "",
@@ -644,9 +668,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warm = warm_up(args, raw)
     print(f"study vs bare Keras, {args.repeats} repeats ...", flush=True)
     pairs = run_pairs(args, raw)
-    gc_seconds = gc_probe()
+    gc_info = gc_probe()
 
-    section = render(args, argv, info, warm, pairs, cli, gc_seconds)
+    section = render(args, argv, info, warm, pairs, cli, gc_info)
     print()
     print(section)
     if not args.no_docs:

@@ -89,6 +89,8 @@ class _Epochs(keras.callbacks.Callback):
         self.epochs_run = epoch + 1
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, metrics)
         loss = metrics.get("loss", 0.0)
         if not math.isfinite(loss):
             self.model.stop_training = True
@@ -98,8 +100,6 @@ class _Epochs(keras.callbacks.Callback):
         if better or self.best_epoch < 0:
             self.best_value, self.best_epoch = value, epoch
             self.best_weights = self.model.get_weights()
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, metrics)
         waited = epoch - self.best_epoch
         if self.patience is not None and waited > 0 and waited >= self.patience:
             self.model.stop_training = True

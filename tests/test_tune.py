@@ -184,3 +184,19 @@ def test_grid_with_n_trials_runs_part_then_the_rest(write_study, stores) -> None
 def test_tiny_study_helper_is_valid(write_study) -> None:
     cfg = load_config(write_study(tiny_study()))
     assert set(cfg.search_space) == {"learning_rate", "filters"}
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(write_study, stores) -> None:
+    # Plain SGD at learning rate 10 with a strong L2 penalty blows the weights up within the
+    # first epoch; without the penalty the same run stays finite.
+    path = write_study(study={"sampler": "grid", "n_trials": None, "name": "nan"},
+                       training={"optimizer": "sgd", "learning_rate": 10.0, "batch_size": 8},
+                       search_space={"l2": {"type": "categorical", "choices": [0.0, 1.0]}})
+    result = tune(load_config(path), **stores)
+    assert result.states == {"COMPLETE": 1, "FAIL": 1}
+    study = load_study("nan", stores["storage"])
+    failed = next(t for t in study.trials if t.params["l2"] == 1.0)
+    assert failed.state.name == "FAIL" and failed.value is None
+    run = MlflowClient(stores["tracking_uri"]).get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mltune.error"] == "NonFiniteLossError: loss became nan in epoch 0"
