@@ -61,8 +61,10 @@ class Objective:
             self.progress.epoch_ended(trial.number, epoch, epochs, metrics)
 
         try:
+            # Each trial gets its own seed, so a trial reruns the same way.
+            seed = None if cfg.study.seed is None else cfg.study.seed + trial.number
             model, result = fit_and_log(settings, data, self.tracker, run_id, cfg.study.metric,
-                                        cfg.study.direction, on_epoch)
+                                        cfg.study.direction, on_epoch, seed)
             # Only a trial that beats the study's best so far logs its model, so model logging
             # costs a few calls per study rather than one per trial.
             if math.isfinite(result.best_value) and self._is_new_best(trial.study,
@@ -111,11 +113,17 @@ def _best(study: optuna.Study) -> tuple[int, float] | None:
 
 
 def fit_and_log(settings: dict[str, Any], data: Dataset, tracker: Tracker, run_id: str,
-                metric: str, direction: str, on_epoch: Any) -> tuple[Any, Any]:
+                metric: str, direction: str, on_epoch: Any, seed: int | None
+                ) -> tuple[Any, Any]:
     """Build and train a model on ``data``, logging its final metrics to ``run_id``."""
+    import keras
+
     from mltune.model import build_model
     from mltune.trainer import train
 
+    if seed is not None:
+        # Before building, so the initial weights are seeded as well as shuffling and dropout.
+        keras.utils.set_random_seed(seed)
     model = build_model(settings, input_shape=data.input_shape, num_classes=data.num_classes,
                         pixel_max=data.pixel_max)
     result = train(model, settings, x_train=data.x_train, y_train=data.y_train,
@@ -166,7 +174,7 @@ def train_run(config: Config, *, tracking_uri: str | None = None,
     status = "FAILED"
     try:
         model, _ = fit_and_log(settings, data, tracker, run_id, sc.metric, sc.direction,
-                               on_epoch)
+                               on_epoch, sc.seed)
         test = {f"test_{k}": v for k, v in evaluate(model, data.x_test, data.y_test).items()}
         tracker.log_metrics(run_id, test)
         tracker.log_model(run_id, model, data.x_val[:5])

@@ -195,3 +195,41 @@ def test_quickstart_from_a_shell(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "study digits-cnn: 3 trials (3 complete)" in proc.stdout
     assert len(client.search_runs([exp.experiment_id])) == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_run_running(write_study, stores) -> None:
+    """SIGINT during a trial: exit 130, the finished trial kept, the interrupted one FAILED,
+    the parent KILLED; nothing stays RUNNING in MLflow or Optuna."""
+    import signal
+
+    import optuna
+
+    from mltune.study import open_storage
+
+    path = write_study(study={"n_trials": 5, "name": "interrupted"},
+                       training={"epochs": 40, "batch_size": 32})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mltune", "tune", str(path), *store_args(stores)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "trial 1 started" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + out + err
+    assert "interrupted" in err
+
+    client = MlflowClient(stores["tracking_uri"])
+    exp = client.get_experiment_by_name("interrupted")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert runs["interrupted"].info.status == "KILLED"
+    assert runs["trial-000"].info.status == "FINISHED"
+    assert runs["trial-001"].info.status == "FAILED"
+    assert runs["trial-001"].data.tags["mltune.state"] == "FAIL"
+    study = optuna.load_study(study_name="interrupted", storage=open_storage(stores["storage"]))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]

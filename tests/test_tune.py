@@ -200,3 +200,14 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(write_study, stores) -> 
     run = MlflowClient(stores["tracking_uri"]).get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert run.data.tags["mltune.error"] == "NonFiniteLossError: loss became nan in epoch 0"
+
+
+def test_same_seed_same_trials(write_study, tmp_path) -> None:
+    values = []
+    for i in range(2):
+        stores = {"tracking_uri": f"sqlite:///{tmp_path / f'm{i}.db'}",
+                  "storage": str(tmp_path / f"j{i}.log")}
+        tune(load_config(write_study(study={"n_trials": 2, "name": "seeded"})), **stores)
+        study = load_study("seeded", stores["storage"])
+        values.append([(t.params, round(t.value, 4)) for t in study.trials])
+    assert values[0] == values[1]
