@@ -209,6 +209,10 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
 
 def load_trials(study_name: str, storage: str | None = None) -> Any:
     """The trials table of an existing study (a pandas DataFrame)."""
+    path = storage or DEFAULT_STORAGE
+    if "://" not in path and not Path(path).exists():
+        raise ConfigError("--storage", f"no Optuna journal file {path} here; pass --storage "
+                          "with the storage the study was run with")
     store = open_storage(storage)
     try:
         study = optuna.load_study(study_name=study_name, storage=store)

@@ -233,3 +233,33 @@ def test_ctrl_c_leaves_no_run_running(write_study, stores) -> None:
     assert runs["trial-001"].data.tags["mltune.state"] == "FAIL"
     study = optuna.load_study(study_name="interrupted", storage=open_storage(stores["storage"]))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "FAIL"]
+
+
+def test_trials_without_a_storage_file_exits_2_and_creates_none(tmp_path) -> None:
+    missing = tmp_path / "optuna_journal.log"
+    code, _, err = invoke("trials", "any", "--storage", missing)
+    assert code == 2
+    assert f"no Optuna journal file {missing}" in err
+    assert not missing.exists()
+
+
+@pytest.mark.slow
+def test_same_study_runs_under_jax(write_study, stores) -> None:
+    """Model and trainer use keras.* only, so a machine with JAX but no TensorFlow GPU build
+    can run a study."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mltune", "tune", str(write_study(study={"n_trials": 2})),
+         *store_args(stores)],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+        timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "study tiny: 2 trials (2 complete)" in proc.stdout
+    client = MlflowClient(stores["tracking_uri"])
+    exp = client.get_experiment_by_name("tiny")
+    (model,) = client.search_logged_models(experiment_ids=[exp.experiment_id],
+                                           max_results=1)
+    import mlflow
+
+    mlflow.set_tracking_uri(stores["tracking_uri"])
+    info = mlflow.models.get_model_info(f"models:/{model.model_id}")
+    assert info.flavors["keras"]["keras_backend"] == "jax"
