@@ -69,8 +69,7 @@ class Objective:
             # costs a few calls per study rather than one per trial.
             if math.isfinite(result.best_value) and self._is_new_best(trial.study,
                                                                       result.best_value):
-                uri = self.tracker.log_model(run_id, model, data.x_val[:5])
-                trial.set_user_attr(MODEL_URI_ATTR, uri)
+                self._log_model(trial, run_id, model)
             return result.best_value
         except optuna.TrialPruned:
             raise
@@ -80,6 +79,16 @@ class Objective:
             raise
         finally:
             release()
+
+    def _log_model(self, trial: optuna.Trial, run_id: str, model: Any) -> None:
+        # The trial trained fine: a model that cannot be saved must not lose its result.
+        try:
+            uri = self.tracker.log_model(run_id, model, self.data.x_val[:5])
+        except Exception as e:
+            self.tracker.set_tags(run_id, {"mltune.model_error": f"{type(e).__name__}: {e}"})
+            self.progress.message(f"trial {trial.number}: model not logged ({e})")
+            return
+        trial.set_user_attr(MODEL_URI_ATTR, uri)
 
     def _is_new_best(self, study: optuna.Study, value: float) -> bool:
         try:

@@ -211,3 +211,18 @@ def test_same_seed_same_trials(write_study, tmp_path) -> None:
         study = load_study("seeded", stores["storage"])
         values.append([(t.params, round(t.value, 4)) for t in study.trials])
     assert values[0] == values[1]
+
+
+def test_a_model_that_cannot_be_logged_keeps_the_trial(write_study, stores, monkeypatch
+                                                       ) -> None:
+    from mltune.tracking import Tracker
+
+    def fail(self: Tracker, run_id: str, model: Any, example: Any) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Tracker, "log_model", fail)
+    result = tune(load_config(write_study(study={"n_trials": 1, "name": "nomodel"})), **stores)
+    assert result.states == {"COMPLETE": 1}
+    run = MlflowClient(stores["tracking_uri"]).get_run(result.best_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mltune.model_error"] == "OSError: disk full"
