@@ -25,19 +25,40 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def _opt_int(text: str) -> Optional[int]:
+    """An int, or None for an empty value: MLproject passes every parameter, '' when unset."""
+    return int(text) if text.strip() else None
+
+
+def _opt_float(text: str) -> Optional[float]:
+    return float(text) if text.strip() else None
+
+
+def _opt_str(text: str) -> Optional[str]:
+    return text if text.strip() else None
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="Study file (YAML).", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override any key of the study file: key.path=value (repeatable).",
     show_default=False)]
 TrackingOpt = Annotated[Optional[str], typer.Option(
-    "--tracking-uri", help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI or "
-    "sqlite:///mlflow.db].", show_default=False)]
+    "--tracking-uri", parser=_opt_str, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+    "sqlite:///mlflow.db).", show_default=False)]
 StorageOpt = Annotated[Optional[str], typer.Option(
-    "--storage", help="Optuna storage: a database URL (sqlite:///, postgresql://...) or a "
-    "journal file path [default: optuna_journal.log].", show_default=False)]
+    "--storage", parser=_opt_str, help="Optuna storage: a database URL (sqlite:///, "
+    "postgresql://...) or a journal file path (default: optuna_journal.log).",
+    show_default=False)]
 ExperimentOpt = Annotated[Optional[str], typer.Option(
-    "--experiment", help="MLflow experiment name [default: study.experiment, else the study "
-    "name].", show_default=False)]
+    "--experiment", parser=_opt_str, help="MLflow experiment name (default: "
+    "study.experiment, else the study name).", show_default=False)]
+DataOpt = Annotated[Optional[str], typer.Option(
+    "--data", parser=_opt_str, help="Data source instead of data.source: mnist, fashion_mnist, "
+    "cifar10, digits, or a .npz/.csv file or image folder (relative to the current folder).",
+    show_default=False)]
+SeedOpt = Annotated[Optional[int], typer.Option(
+    "--seed", parser=_opt_int, help="Sampler and data-split seed (default: study.seed).",
+    show_default=False)]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and library logs.")]
 
 
@@ -100,18 +121,23 @@ def _run(debug: bool, fn: Callable[[], Any]) -> Any:
 def tune(
     config: ConfigArg,
     sampler: Annotated[Optional[str], typer.Option(
-        help="random, grid, tpe, gp, cmaes or qmc [default: study.sampler].",
+        parser=_opt_str, help="random, grid, tpe, gp, cmaes or qmc (default: study.sampler).",
         show_default=False)] = None,
     n_trials: Annotated[Optional[int], typer.Option(
-        "--n-trials", help="Trials to run now [default: study.n_trials; grid: until "
-        "exhausted].", show_default=False)] = None,
+        "--n-trials", parser=_opt_int, help="Trials to run now (default: study.n_trials; "
+        "grid: until exhausted).", show_default=False)] = None,
     timeout: Annotated[Optional[float], typer.Option(
-        help="Stop starting trials after this many seconds.", show_default=False)] = None,
+        parser=_opt_float, help="Stop starting trials after this many seconds.",
+        show_default=False)] = None,
     study_name: Annotated[Optional[str], typer.Option(
-        "--study-name", help="Optuna study name; an existing study is resumed "
-        "[default: study.name].", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(
-        help="Sampler and data-split seed [default: study.seed].", show_default=False)] = None,
+        "--study-name", parser=_opt_str, help="Optuna study name; an existing study is "
+        "resumed (default: study.name).", show_default=False)] = None,
+    seed: SeedOpt = None,
+    data: DataOpt = None,
+    register_as: Annotated[Optional[str], typer.Option(
+        "--register-as", parser=_opt_str, help="When the study ends, register its best model "
+        "under this name in the MLflow Model Registry (see `mltune register`).",
+        show_default=False)] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
@@ -123,7 +149,7 @@ def tune(
     def go() -> None:
         from mltune.config import load_config
 
-        cfg = load_config(config, set_ or [], sampler=sampler, n_trials=n_trials,
+        cfg = load_config(config, set_ or [], data=data, sampler=sampler, n_trials=n_trials,
                           timeout=timeout, name=study_name, seed=seed, experiment=experiment)
         from mltune.progress import make_progress
         from mltune.study import tune as run_study
@@ -137,6 +163,11 @@ def tune(
                        f"{result.best_trial}, MLflow run {result.best_run_id}")
         typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "
                    f"look at it with: {_ui_hint(tracking_uri)}")
+        if register_as:
+            from mltune.registry import register_best
+
+            _echo_registration(register_best(study_name=result.study_name, name=register_as,
+                                             storage=storage, tracking_uri=tracking_uri))
 
     _run(debug, go)
 
@@ -144,18 +175,21 @@ def tune(
 @app.command()
 def train(
     config: ConfigArg,
+    data: DataOpt = None,
+    seed: SeedOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
     set_: SetOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """Train once with fixed settings (no study): one MLflow run with the model and its
-    test metrics. Searched settings that are not fixed take their defaults."""
+    """Train once with fixed settings (no study): one MLflow run with the model and its test
+    metrics. Searched settings that are not fixed take their defaults."""
 
     def go() -> None:
         from mltune.config import load_config
 
-        cfg = load_config(config, set_ or [], for_study=False, experiment=experiment)
+        cfg = load_config(config, set_ or [], for_study=False, data=data, seed=seed,
+                          experiment=experiment)
         from mltune.objective import train_run
 
         run_id, test = train_run(cfg, tracking_uri=tracking_uri)
@@ -163,6 +197,42 @@ def train(
         typer.echo(f"run {run_id}: {shown}; look at it with: {_ui_hint(tracking_uri)}")
 
     _run(debug, go)
+
+
+@app.command()
+def register(
+    study: Annotated[str, typer.Option("--study", "--study-name", help="Study name.",
+                                       show_default=False)],
+    name: Annotated[str, typer.Option("--name", help="Registered model name.",
+                                      show_default=False)],
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Register a study's best model in the MLflow Model Registry: it is evaluated on the
+    held-out test split, and the new version gets the alias champion if its test accuracy
+    beats the current champion's, else challenger."""
+
+    def go() -> None:
+        from mltune.registry import register_best
+
+        _echo_registration(register_best(study_name=study, name=name, storage=storage,
+                                         tracking_uri=tracking_uri))
+
+    _run(debug, go)
+
+
+def _echo_registration(reg: Any) -> None:
+    if reg.already_registered:
+        typer.echo(f"the best trial is registered already: {reg.name} version {reg.version}"
+                   + (f" (@{reg.alias})" if reg.alias else ""))
+        return
+    scores = " ".join(f"{k}={v:.4f}" for k, v in reg.test_metrics.items())
+    typer.echo(f"registered {reg.name} version {reg.version} as @{reg.alias} ({scores}); "
+               f"load it with mlflow.pyfunc.load_model('models:/{reg.name}@{reg.alias}')")
+    if reg.alias == "challenger":
+        typer.echo(f"version {reg.previous_champion} stays @champion: its test accuracy is "
+                   "at least as high")
 
 
 @app.command()

@@ -90,11 +90,12 @@ class Config:
 
 def load_config(
     path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, for_study: bool = True,
-    **options: Any
+    data: str | None = None, **options: Any
 ) -> Config:
-    """Read the study file at ``path``, apply ``--set key.path=value`` overrides and the
-    command-line ``options`` (``sampler=``, ``n_trials=``, ...; None means not given),
-    and validate the result (``for_study=False``: for one training run, no search)."""
+    """Read the study file at ``path``, apply ``--set key.path=value`` overrides, ``data``
+    (``--data``: a built-in name or a path relative to the current folder) and the
+    command-line ``options`` (``sampler=``, ``n_trials=``, ...: keys of ``study``; None means
+    not given), and validate the result (``for_study=False``: one training run, no search)."""
     path = Path(path)
     source = str(path)
     try:
@@ -122,6 +123,9 @@ def load_config(
     if isinstance(raw["study"], dict):
         raw["study"].setdefault("name", path.stem)
     raw = apply_overrides(raw, overrides)
+    if data is not None:
+        raw = _set(raw, "data.source", data if data in BUILTIN_DATASETS else
+                   str(Path(data).resolve()))
     for key, value in options.items():
         if value is not None:
             raw = _set(raw, f"study.{key}", value)
@@ -143,6 +147,8 @@ def _resolve_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides; values are read as YAML (``0.1``, ``[1, 2]``)."""
     for item in overrides:
+        if not item.strip():  # MLproject passes '' for an unset override
+            continue
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:

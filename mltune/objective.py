@@ -158,7 +158,7 @@ def train_run(config: Config, *, tracking_uri: str | None = None,
     from mltune.data import load_data
     from mltune.device import configure_gpus, device_name
     from mltune.progress import PlainProgress
-    from mltune.tracking import Tracker
+    from mltune.tracking import Tracker, project_run_id
     from mltune.trainer import evaluate, release
 
     sc = config.study
@@ -170,7 +170,7 @@ def train_run(config: Config, *, tracking_uri: str | None = None,
     settings = dict(config.settings)
     run_id = tracker.start_parent(name=f"train-{sc.name}", params=settings, tags={
         "mltune.study_name": sc.name, "mltune.metric": sc.metric, "mltune.kind": "train",
-        "mltune.device": device_name()})
+        "mltune.device": device_name()}, project_run_id=project_run_id())
     epochs = int(settings["epochs"])
     progress.trial_started(0, {})
 

@@ -22,10 +22,10 @@ from mltune.progress import PlainProgress
 from mltune.report import trials_table, write_report
 from mltune.samplers import create_sampler
 from mltune.search_space import grid_size
-from mltune.tracking import RUN_STATUS, Tracker
+from mltune.tracking import RUN_STATUS, Tracker, project_run_id
 from mltune.urls import redact
 
-__all__ = ["DEFAULT_STORAGE", "StudyResult", "load_trials", "open_storage", "tune"]
+__all__ = ["DEFAULT_STORAGE", "StudyResult", "load_study", "load_trials", "open_storage", "tune"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,9 +120,10 @@ def tune(
         "mltune.version": __version__,
         "mltune.storage": redact(storage or DEFAULT_STORAGE),
     }
+    # Under `mlflow run` the run MLflow made for the project is the parent (no extra run).
     parent_run_id = tracker.start_parent(
         name=sc.name, tags=tags, params=config.fixed_settings(),
-        resume_run_id=study.user_attrs.get(PARENT_RUN_ATTR))
+        resume_run_id=study.user_attrs.get(PARENT_RUN_ATTR), project_run_id=project_run_id())
     study.set_user_attr(PARENT_RUN_ATTR, parent_run_id)
     study.set_user_attr(EXPERIMENT_ATTR, tracker.ensure_experiment())
     study.set_user_attr(CONFIG_ATTR, config.raw)
@@ -150,6 +151,7 @@ def tune(
         status = "KILLED"
         raise
     finally:
+        gc.unfreeze()
         _close_orphans(study, tracker, objective.open_runs)
         result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
@@ -209,6 +211,11 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
 
 def load_trials(study_name: str, storage: str | None = None) -> Any:
     """The trials table of an existing study (a pandas DataFrame)."""
+    return trials_table(load_study(study_name, storage))
+
+
+def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
+    """An existing study; :class:`ConfigError` naming what exists when it does not."""
     path = storage or DEFAULT_STORAGE
     if "://" not in path and not Path(path).exists():
         raise ConfigError("--storage", f"no Optuna journal file {path} here; pass --storage "
@@ -221,4 +228,4 @@ def load_trials(study_name: str, storage: str | None = None) -> Any:
         known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
         raise ConfigError("STUDY", f"no study named {study_name!r} in "
                           f"{redact(storage or DEFAULT_STORAGE)}{known}") from None
-    return trials_table(study)
+    return study

@@ -8,6 +8,7 @@ run belongs to the study; each trial gets a child run whose status follows the t
 from __future__ import annotations
 
 import os
+import tempfile
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,10 @@ if TYPE_CHECKING:
     import keras
     import numpy as np
 
-__all__ = ["DEFAULT_TRACKING_URI", "RUN_STATUS", "Tracker", "resolve_tracking_uri"]
+__all__ = ["DEFAULT_TRACKING_URI", "RUN_STATUS", "Tracker", "project_run_id",
+           "resolve_tracking_uri"]
+
+CHAMPION, CHALLENGER = "champion", "challenger"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -34,6 +38,11 @@ RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED",
               "RUNNING": "FAILED", "WAITING": "FAILED"}
 
 PARENT_RUN_ID = "mlflow.parentRunId"
+
+
+def project_run_id() -> str | None:
+    """The run ``mlflow run`` started for this process (``MLFLOW_RUN_ID``), if any."""
+    return os.environ.get("MLFLOW_RUN_ID") or None
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -111,8 +120,19 @@ class Tracker:
         return run.info.lifecycle_stage == "active"
 
     def start_parent(self, *, name: str, tags: dict[str, str], params: dict[str, Any],
-                     resume_run_id: str | None = None) -> str:
-        """Create the study's parent run, or reopen ``resume_run_id`` when it exists."""
+                     resume_run_id: str | None = None, project_run_id: str | None = None
+                     ) -> str:
+        """The study's parent run: ``project_run_id`` (the run of ``mlflow run``) when given,
+        else ``resume_run_id`` reopened when it exists, else a new run."""
+        if project_run_id:
+            run = self.client.get_run(project_run_id)
+            self.experiment_id = run.info.experiment_id
+            self.client.update_run(project_run_id, name=name)
+            self.set_tags(project_run_id, tags)
+            # The project's own parameters are logged already; add the settings it lacks.
+            self.log_params(project_run_id, {k: v for k, v in params.items()
+                                             if k not in run.data.params})
+            return project_run_id
         if resume_run_id and self.run_exists(resume_run_id):
             self.client.update_run(resume_run_id, status="RUNNING")
             self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
@@ -168,16 +188,7 @@ class Tracker:
 
         example = np.asarray(example, dtype=np.float32)
         signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-        backend = keras.backend.backend()
-        requirements = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}"]
-        backend_module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend)
-        if backend_module:
-            from importlib.metadata import PackageNotFoundError, version
-
-            try:
-                requirements.append(f"{backend_module}=={version(backend_module)}")
-            except PackageNotFoundError:
-                pass
+        requirements = _requirements(keras)
         # Created here so the logged model lands in the run's experiment: left to itself,
         # Model.log picks the global experiment (Default) when no run is active.
         logged = self.client.create_logged_model(
@@ -197,6 +208,100 @@ class Tracker:
             if interactive:
                 keras.config.enable_interactive_logging()
         return str(info.model_uri)
+
+
+    # -- Model Registry ---------------------------------------------------------------------
+    def load_keras_model(self, model_uri: str) -> keras.Model:
+        import mlflow.keras
+
+        return mlflow.keras.load_model(model_uri)
+
+    def log_serving_model(self, run_id: str, model: keras.Model, *,
+                          input_shape: tuple[int, ...], class_names: list[str],
+                          example: np.ndarray) -> str:
+        """Log ``model`` as a python_function model that takes raw images in any usual form
+        (see :mod:`mltune.serving`); returns its model URI.
+
+        Its signature states the output only: MLflow's input enforcement would reject the
+        uint8 and channel-less batches the loader accepts (it checks rank and dtype exactly).
+        """
+        import json
+        import shutil
+
+        import keras
+        import mlflow.pyfunc
+        import numpy as np
+        from mlflow.models import Model, ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        import mltune.serving as serving
+
+        signature = ModelSignature(outputs=Schema([TensorSpec(
+            np.dtype(np.float32), (-1, len(class_names)), name="probabilities")]))
+        logged = self.client.create_logged_model(
+            experiment_id=self.client.get_run(run_id).info.experiment_id,
+            name="serving_model", source_run_id=run_id)
+        with tempfile.TemporaryDirectory(prefix="mltune-serving-") as tmp:
+            data = Path(tmp, "data")
+            data.mkdir()
+            model.save(data / serving.KERAS_FILE)
+            (data / serving.META_FILE).write_text(json.dumps(
+                {"input_shape": list(input_shape), "class_names": class_names}))
+            # Shipped under a name of its own, so loading needs no mltune installation.
+            code = Path(tmp, "mltune_serving.py")
+            shutil.copyfile(serving.__file__, code)
+            info = Model.log(
+                artifact_path=None, name="serving_model", flavor=mlflow.pyfunc, run_id=run_id,
+                loader_module="mltune_serving", data_path=str(data), code_paths=[str(code)],
+                signature=signature, input_example=example, model_id=logged.model_id,
+                pip_requirements=_requirements(keras))
+        return str(info.model_uri)
+
+    def register_version(self, name: str, model_uri: str, *, run_id: str,
+                         tags: dict[str, Any], description: str) -> str:
+        """A new version of registered model ``name``; returns its version number."""
+        try:
+            self.client.create_registered_model(
+                name, description="Registered by mltune: CNNs tuned with Optuna.")
+        except MlflowException as e:
+            if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        model_id = model_uri.removeprefix("models:/")
+        version = self.client.create_model_version(
+            name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
+            description=description, model_id=model_id)
+        return str(version.version)
+
+    def versions_of_run(self, name: str, run_id: str) -> list[Any]:
+        try:
+            return list(self.client.search_model_versions(
+                f"name = '{name}' and run_id = '{run_id}'"))
+        except MlflowException:
+            return []
+
+    def champion(self, name: str) -> Any | None:
+        try:
+            return self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, alias, version)
+
+
+def _requirements(keras: Any) -> list[str]:
+    """Explicit pip requirements: inferring them takes seconds per logged model."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = [f"mlflow=={mlflow.__version__}", f"keras=={keras.__version__}"]
+    backend = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(
+        keras.backend.backend())
+    if backend:
+        try:
+            requirements.append(f"{backend}=={version(backend)}")
+        except PackageNotFoundError:
+            pass
+    return requirements
 
 
 class _KerasFlavor:
