@@ -162,7 +162,7 @@ def tune(
             typer.echo(f"best {cfg.study.metric}={result.best_value:.4f}: trial "
                        f"{result.best_trial}, MLflow run {result.best_run_id}")
         typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "
-                   f"look at it with: {_ui_hint(tracking_uri)}")
+                   f"look at it with: {_ui_hint(tracking_uri, result.experiment_id)}")
         if register_as:
             from mltune.registry import register_best
 
@@ -267,12 +267,14 @@ def trials(
     _run(debug, go)
 
 
-def _ui_hint(tracking_uri: str | None) -> str:
+def _ui_hint(tracking_uri: str | None, experiment_id: str | None = None) -> str:
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if uri.startswith(("http://", "https://")):
         from mltune.urls import redact
 
-        return redact(uri)
+        page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" if (
+            experiment_id) else ""
+        return redact(uri.rstrip("/")) + page
     return f"mlflow ui --backend-store-uri {uri}"
 
 

@@ -28,7 +28,10 @@ class Float:
     step: float | None = None
 
     def suggest(self, trial: optuna.Trial) -> float:
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        value = trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
+        # Optuna's stepped values carry float noise (0.30000000000000004); logged params and
+        # the model get the grid's value.
+        return round(value, 12) if self.step is not None else value
 
     def grid(self) -> list[Scalar] | None:
         if self.step is None:

@@ -61,6 +61,9 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
+        # MLflow prints "View run ... at: <url>" for every run it ends on a server; the
+        # progress display is the one place that talks to the user.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.experiment_name = experiment
         self.experiment_id: str | None = None
         # Model logging resolves the tracking URI globally; one URI per process.

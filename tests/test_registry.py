@@ -145,7 +145,7 @@ def test_champion_serves_predictions_over_rest(registered, write_study, tmp_path
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["tracking_uri"],
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "serve.log", "w")  # closed in finally
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
