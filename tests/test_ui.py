@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
+from conftest import QUIET_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -44,10 +41,8 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1600, "height": 900}
 UI_TIMEOUT_MS = 30_000  # any single wait in the browser
-SERVER_START_S = 90
 STUDY_TIMEOUT_S = 300
 # Servers and the study must not try to phone home either.
-QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 def find_chromium() -> str | None:
@@ -165,60 +160,6 @@ def launch(playwright: Any, profile: Path, chromium: str) -> Any:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite store and proxied artifacts in tmp_path); its URL."""
-    port = free_port()
-    log_path = tmp_path / "mlflow-server.log"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "--artifacts-destination", str(tmp_path / "mlartifacts")]
-    with open(log_path, "w") as log:
-        # Its own process group: the server's workers go down with it.
-        # No job runner: it starts eight more processes for GenAI features the test never uses.
-        env = {**os.environ, **QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-
-    def stop() -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)  # the server and whatever it started
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=15)
-                time.sleep(0.5)  # its workers, a moment behind it
-            except subprocess.TimeoutExpired:
-                pass
-
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n"
-                            f"{log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {SERVER_START_S} s:\n"
-                            f"{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        stop()
-
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[Any]:
