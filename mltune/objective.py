@@ -121,6 +121,20 @@ def _best(study: optuna.Study) -> tuple[int, float] | None:
     return (t.number, float(value))
 
 
+def prepare(config: Config, tracking_uri: str | None) -> tuple[Tracker, Dataset]:
+    """The checks that come before anything is written: the tracking store, then the data
+    (loaded once per process). GPUs are set up before TensorFlow touches them."""
+    from mltune.data import load_data
+    from mltune.device import configure_gpus
+    from mltune.tracking import Tracker
+
+    sc = config.study
+    tracker = Tracker(tracking_uri, sc.experiment or sc.name)
+    tracker.check()
+    configure_gpus()
+    return tracker, load_data(config.data, seed=sc.seed)
+
+
 def fit_and_log(settings: dict[str, Any], data: Dataset, tracker: Tracker, run_id: str,
                 metric: str, direction: str, on_epoch: Any, seed: int | None
                 ) -> tuple[Any, Any]:
@@ -155,18 +169,14 @@ def train_run(config: Config, *, tracking_uri: str | None = None,
     Searched settings that are not fixed take their defaults. The model is evaluated on the
     test split and logged. Returns the run id and the test metrics.
     """
-    from mltune.data import load_data
-    from mltune.device import configure_gpus, device_name
+    from mltune.device import device_name
     from mltune.progress import PlainProgress
-    from mltune.tracking import Tracker, project_run_id
+    from mltune.tracking import project_run_id
     from mltune.trainer import evaluate, release
 
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
-    tracker = Tracker(tracking_uri, sc.experiment or sc.name)
-    tracker.check()
-    configure_gpus()
-    data = load_data(config.data, seed=sc.seed)
+    tracker, data = prepare(config, tracking_uri)
     settings = dict(config.settings)
     run_id = tracker.start_parent(name=f"train-{sc.name}", params=settings, tags={
         "mltune.study_name": sc.name, "mltune.metric": sc.metric, "mltune.kind": "train",

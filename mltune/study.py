@@ -17,7 +17,7 @@ import optuna
 from mltune import __version__
 from mltune.config import Config
 from mltune.errors import ConfigError
-from mltune.objective import RUN_ID_ATTR, Objective
+from mltune.objective import RUN_ID_ATTR, Objective, prepare
 from mltune.progress import PlainProgress
 from mltune.report import trials_table, write_report
 from mltune.samplers import create_sampler
@@ -91,15 +91,11 @@ def tune(
     Everything that can be checked is checked before anything is written: the tracking
     store, the data, the storage and the study's direction.
     """
-    from mltune.data import load_data
-    from mltune.device import configure_gpus, device_name
+    from mltune.device import device_name
 
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
-    tracker = Tracker(tracking_uri, sc.experiment or sc.name)
-    tracker.check()
-    configure_gpus()
-    data = load_data(config.data, seed=sc.seed)
+    tracker, data = prepare(config, tracking_uri)
     store = open_storage(storage)
     existing = _existing_direction(store, sc.name)
     if existing is not None and existing != sc.direction:
