@@ -154,7 +154,7 @@ def _builtin(name: str) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
         raise DataError(
             f"data.source {name!r}: Keras could not download it ({type(e).__name__}: {e}). "
             "Where the internet is not reachable, point data.source at a local copy: a .npz "
-            "file with x_train, y_train, x_test, y_test (e.g. --set data.source=mnist.npz)"
+            f"file with x_train, y_train, x_test, y_test (e.g. --data path/to/{name}.npz)"
         ) from None
     return train, test
 
