@@ -48,6 +48,9 @@ class StudyConfig:
     timeout: float | None = None
     seed: int | None = None
     experiment: str | None = None
+    heartbeat_interval: int = 60
+    grace_period: int | None = None
+    retry_failed: int = 0
 
 
 @dataclass(frozen=True)
@@ -322,7 +325,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
 
 def _parse_study(r: _Reader) -> StudyConfig:
     r.only(["name", "metric", "direction", "sampler", "sampler_options", "n_trials", "timeout",
-            "seed", "experiment"])
+            "seed", "experiment", "heartbeat_interval", "grace_period", "retry_failed"])
     metric = r.string("metric", "val_accuracy", choices=METRICS)
     default_direction = "minimize" if metric.endswith("loss") else "maximize"
     direction = r.string("direction", default_direction, choices=("minimize", "maximize"))
@@ -345,6 +348,9 @@ def _parse_study(r: _Reader) -> StudyConfig:
         timeout=r.number("timeout", low=0.0, high=None, exclusive=True),
         seed=r.integer("seed"),
         experiment=r.string("experiment"),
+        heartbeat_interval=r.integer("heartbeat_interval", 60, low=1),
+        grace_period=r.integer("grace_period", low=1),
+        retry_failed=r.integer("retry_failed", 0, low=0),
     )
 
 

@@ -24,6 +24,17 @@ RUN_ID_ATTR = "mlflow_run_id"
 MODEL_URI_ATTR = "mlflow_model_uri"
 
 
+WORKER_ATTR = "mltune_worker"
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process, stored on each trial it runs."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def run_name(number: int) -> str:
     return f"trial-{number:03d}"
 
@@ -53,6 +64,7 @@ class Objective:
             tags=self.tags | {"mltune.trial_number": str(trial.number), "mltune.state": "RUNNING"})
         self.open_runs[trial.number] = run_id
         trial.set_user_attr(RUN_ID_ATTR, run_id)
+        trial.set_user_attr(WORKER_ATTR, worker_id())
         self.progress.trial_started(trial.number, sampled)
         epochs = int(settings["epochs"])
 

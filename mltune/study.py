@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import optuna
 from mltune import __version__
 from mltune.config import Config
 from mltune.errors import ConfigError
-from mltune.objective import RUN_ID_ATTR, Objective, prepare
+from mltune.objective import RUN_ID_ATTR, WORKER_ATTR, Objective, prepare
 from mltune.progress import PlainProgress
 from mltune.report import trials_table, write_report
 from mltune.samplers import create_sampler
@@ -47,17 +50,26 @@ class StudyResult:
     states: dict[str, int]
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def open_storage(url: str | None, *, heartbeat: tuple[int, int | None] | None = None,
+                 on_stale: StaleCallback | None = None) -> optuna.storages.BaseStorage:
     """A database URL (``sqlite:///``, ``postgresql://``...) or a journal file path.
 
     No URL means the journal file ``optuna_journal.log`` in the current folder, which is safe
     for several processes on one machine (Optuna's FAQ advises against SQLite there).
+    ``heartbeat`` (interval, grace period in seconds) turns on Optuna's heartbeat for a
+    database: a trial whose worker stopped beating is failed and ``on_stale`` is called.
     """
     url = url or DEFAULT_STORAGE
     shown = redact(url)
     try:
         if "://" in url:
-            return optuna.storages.RDBStorage(url)
+            interval, grace = heartbeat if heartbeat else (None, None)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
+                grace_period=grace, heartbeat_stale_trial_callback=on_stale)
         path = Path(url)
         if not path.parent.is_dir():
             raise ConfigError("--storage", f"the folder of {shown} does not exist")
@@ -96,7 +108,9 @@ def tune(
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
     tracker, data = prepare(config, tracking_uri)
-    store = open_storage(storage)
+    on_stale = stale_trial_handler(tracker, sc.retry_failed)
+    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
+                         on_stale=on_stale)
     existing = _existing_direction(store, sc.name)
     if existing is not None and existing != sc.direction:
         raise ConfigError("study.direction", f"study {sc.name!r} already exists in the "
@@ -107,6 +121,7 @@ def tune(
     study = optuna.create_study(storage=store, sampler=sampler, study_name=sc.name,
                                 direction=sc.direction,  # type: ignore[arg-type]
                                 load_if_exists=True)
+    fail_lost_trials(study, on_stale)
     done = len(study.trials)
     tags = {
         "mltune.study_name": sc.name,
@@ -152,6 +167,58 @@ def tune(
         result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
     return result
+
+
+def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
+    """What happens to a trial whose worker died: its MLflow run is FAILED (never left
+    RUNNING) with the reason, and, with ``study.retry_failed``, the trial is queued again."""
+    retry_callback = (optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry)
+                      if retry else None)
+
+    def handle(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            worker = trial.user_attrs.get(WORKER_ATTR, "?")
+            tracker.set_tags(run_id, {"mltune.state": "FAIL", "mltune.error":
+                                      f"worker {worker} stopped during the trial"})
+            tracker.end_run(run_id, RUN_STATUS["FAIL"])
+        if retry_callback is not None:
+            retry_callback(study, trial)
+
+    return handle
+
+
+def fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
+    """Fail the RUNNING trials whose worker is gone, before this worker adds its own.
+
+    A database storage knows from Optuna's heartbeat. A journal file has no heartbeat: a
+    trial run on this host by a process that no longer exists is lost (the journal file is
+    for processes on one machine).
+    """
+    optuna.storages.fail_stale_trials(study)
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        return
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id,
+                                                  state=optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        on_stale(study, study._storage.get_trial(trial._trial_id))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _grid_remaining(sampler: optuna.samplers.BaseSampler, study: optuna.Study,
