@@ -138,6 +138,9 @@ def tune(
         "--register-as", parser=_opt_str, help="When the study ends, register its best model "
         "under this name in the MLflow Model Registry (see `mltune register`).",
         show_default=False)] = None,
+    workers: Annotated[int, typer.Option(
+        "--workers", min=1, help="Worker processes sharing the study (each runs `mltune "
+        "worker`; the default journal-file storage is safe for them).")] = 1,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
@@ -155,7 +158,8 @@ def tune(
         from mltune.study import tune as run_study
 
         result = run_study(cfg, storage=storage, tracking_uri=tracking_uri,
-                           progress=make_progress(cfg.study.metric))
+                           progress=make_progress(cfg.study.metric, live=False if
+                                                  workers > 1 else None), workers=workers)
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
         typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
         if result.best_trial is not None:
@@ -195,6 +199,29 @@ def train(
         run_id, test = train_run(cfg, tracking_uri=tracking_uri)
         shown = " ".join(f"{k}={v:.4f}" for k, v in test.items())
         typer.echo(f"run {run_id}: {shown}; look at it with: {_ui_hint(tracking_uri)}")
+
+    _run(debug, go)
+
+
+@app.command()
+def worker(
+    study_name: Annotated[str, typer.Option("--study-name", "--study", help="Study name.",
+                                            show_default=False)],
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Join a running study from any machine and run its trials until it has enough.
+
+    The study's settings are stored with it, so no study file is needed; point --storage at
+    the study's database (or journal file on the same machine) and --tracking-uri at the
+    same MLflow server."""
+
+    def go() -> None:
+        from mltune.study import run_worker
+
+        ran = run_worker(study_name=study_name, storage=storage, tracking_uri=tracking_uri)
+        typer.echo(f"worker done: {ran} trials of study {study_name}")
 
     _run(debug, go)
 

@@ -25,6 +25,7 @@ MODEL_URI_ATTR = "mlflow_model_uri"
 
 
 WORKER_ATTR = "mltune_worker"
+ERROR_ATTR = "mltune_error"
 
 
 def worker_id() -> str:
@@ -43,7 +44,8 @@ class Objective:
     """Callable passed to ``study.optimize``; one MLflow child run per trial."""
 
     def __init__(self, config: Config, data: Dataset, tracker: Tracker, parent_run_id: str,
-                 progress: PlainProgress, tags: dict[str, str]) -> None:
+                 progress: PlainProgress, tags: dict[str, str], queue_only: bool = False
+                 ) -> None:
         self.config = config
         self.data = data
         self.tracker = tracker
@@ -52,11 +54,19 @@ class Objective:
         self.tags = tags
         self.errors: dict[int, str] = {}
         self.open_runs: dict[int, str] = {}  # trial number -> run id, until after_trial
+        # Grid search on several workers: every point was enqueued; a trial made when the
+        # queue ran dry (two workers racing for the last point) must not repeat one.
+        self.queue_only = queue_only
+        self.finished = 0  # trials this process ran to an end
 
     def __call__(self, trial: optuna.Trial) -> float:
         from mltune.trainer import release
 
         cfg, data = self.config, self.data
+        if self.queue_only and "fixed_params" not in trial.study._storage.get_trial_system_attrs(
+                trial._trial_id):
+            trial.study.stop()
+            raise optuna.TrialPruned("the grid is exhausted: no queued point left")
         sampled = suggest_all(cfg.search_space, trial)
         settings = cfg.params_for(sampled)
         run_id = self.tracker.start_child(
@@ -87,6 +97,8 @@ class Objective:
             raise
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
+            # Marks a trial that failed by itself, as opposed to one whose worker was lost.
+            trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
             self.tracker.log_error(run_id, e)
             raise
         finally:
@@ -116,6 +128,7 @@ class Objective:
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         state = trial.state.name
         self.open_runs.pop(trial.number, None)
+        self.finished += 1
         if run_id:
             self.tracker.set_tags(run_id, {"mltune.state": state})
             self.tracker.end_run(run_id, RUN_STATUS[state])

@@ -25,7 +25,9 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                                           "user_attrs", "state"))
     if frame.empty:
         return frame
-    frame = frame.rename(columns={"user_attrs_mlflow_run_id": "mlflow_run_id"})
+    frame = frame.rename(columns={"user_attrs_mlflow_run_id": "mlflow_run_id",
+                                  "user_attrs_mltune_worker": "worker",
+                                  "user_attrs_mltune_error": "error"})
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("user_attrs_")])
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds().round(2)

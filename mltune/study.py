@@ -5,11 +5,15 @@ Never imports Keras: trials are run by :class:`mltune.objective.Objective`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +23,12 @@ import optuna
 
 from mltune import __version__
 from mltune.config import Config
-from mltune.errors import ConfigError
-from mltune.objective import RUN_ID_ATTR, WORKER_ATTR, Objective, prepare
+from mltune.errors import ConfigError, MltuneError
+from mltune.objective import ERROR_ATTR, RUN_ID_ATTR, WORKER_ATTR, Objective, prepare
 from mltune.progress import PlainProgress
 from mltune.report import trials_table, write_report
 from mltune.samplers import create_sampler
-from mltune.search_space import grid_size
+from mltune.search_space import grid_of, grid_size
 from mltune.tracking import RUN_STATUS, Tracker, project_run_id
 from mltune.urls import redact
 
@@ -97,11 +101,14 @@ def tune(
     storage: str | None = None,
     tracking_uri: str | None = None,
     progress: PlainProgress | None = None,
+    workers: int = 1,
 ) -> StudyResult:
     """Run (or resume) the study described by ``config``; every trial is an MLflow run.
 
     Everything that can be checked is checked before anything is written: the tracking
-    store, the data, the storage and the study's direction.
+    store, the data, the storage and the study's direction. With ``workers`` > 1, that many
+    ``mltune worker`` processes share the study (through its storage) and this process
+    waits for them.
     """
     from mltune.device import device_name
 
@@ -146,6 +153,9 @@ def tune(
     if sc.sampler == "grid":
         remaining = _grid_remaining(sampler, study, config)
         n_trials = remaining if n_trials is None else min(n_trials, remaining)
+    if workers > 1:
+        return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
+                            workers, storage, tracking_uri)
     # Freeze what start-up made (TensorFlow, MLflow, the data) out of the garbage collector's
     # reach: the full collection after each trial then takes ~10 ms instead of ~400 ms.
     gc.freeze()
@@ -167,6 +177,135 @@ def tune(
         result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
     return result
+
+
+TARGET_ATTR = "mltune_target_trials"
+GRID_QUEUE_ATTR = "mltune_grid_queue"
+
+
+def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_run_id: str,
+                 progress: PlainProgress, n_trials: int, workers: int, storage: str | None,
+                 tracking_uri: str | None) -> StudyResult:
+    """Start ``workers`` processes of ``mltune worker`` on the study and wait for them.
+
+    They share nothing but the storage and the tracking store: the same command joins the
+    study from another machine. A grid is enqueued first, so every point runs exactly once.
+    """
+    if config.study.sampler == "grid":
+        queued = _enqueue_grid(study, config)
+        study.set_user_attr(GRID_QUEUE_ATTR, True)
+        n_trials = min(n_trials, queued) if n_trials else queued
+    study.set_user_attr(TARGET_ATTR, _counted(study) + n_trials)
+    url = storage or DEFAULT_STORAGE
+    if "://" not in url:
+        url = str(Path(url).resolve())
+    command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name,
+               "--storage", url, "--tracking-uri", tracker.uri]
+    progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
+    procs = [subprocess.Popen(command) for _ in range(workers)]
+    status = "FINISHED"
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        status = "KILLED"
+        raise
+    finally:
+        if status == "FINISHED" and any(codes):
+            status = "FAILED"
+        result = _finish_parent(study, tracker, parent_run_id, config, status)
+        progress.close()
+    if status == "FAILED":
+        raise MltuneError(f"{sum(1 for c in codes if c)} of {workers} workers failed "
+                          f"(exit codes {codes})")
+    return result
+
+
+def _enqueue_grid(study: optuna.Study, config: Config) -> int:
+    """Queue every grid point the study has not run yet; returns how many are queued."""
+    import itertools
+
+    grid = grid_of(config.search_space)
+    names = list(grid)
+    seen = {tuple(t.params.get(n) for n in names) for t in study.trials
+            if t.state != optuna.trial.TrialState.FAIL}
+    queued = 0
+    for point in itertools.product(*grid.values()):
+        if point not in seen:
+            study.enqueue_trial(dict(zip(names, point, strict=True)))
+            queued += 1
+    return queued
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that count towards the target: all but those waiting in the queue and those
+    lost with a worker (a trial that failed by itself counts, so a study whose every trial
+    fails still ends)."""
+    waiting, fail = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.FAIL
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.state != waiting and (
+        t.state != fail or ERROR_ATTR in t.user_attrs))
+
+
+def _waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None,
+               progress: PlainProgress | None = None) -> int:
+    """``mltune worker``: join a study (its settings are stored with it) and run trials until
+    it has its target number; returns how many trials this worker ran."""
+    from mltune.config import parse_config
+    from mltune.device import device_name
+
+    stored = load_study(study_name, storage)
+    raw = stored.user_attrs.get(CONFIG_ATTR)
+    target = stored.user_attrs.get(TARGET_ATTR)
+    parent_run_id = stored.user_attrs.get(PARENT_RUN_ATTR)
+    if raw is None or target is None or parent_run_id is None:
+        raise ConfigError("--study-name", f"study {study_name!r} was not started by "
+                          "`mltune tune --workers N`; start it that way first")
+    config = parse_config(raw, source=f"study {study_name!r}")
+    sc = config.study
+    progress = progress or PlainProgress(sc.metric)
+    tracker, data = prepare(config, tracking_uri)
+    tracker.experiment_id = tracker.client.get_run(parent_run_id).info.experiment_id
+    on_stale = stale_trial_handler(tracker, sc.retry_failed)
+    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
+                         on_stale=on_stale)
+    grid_queue = bool(stored.user_attrs.get(GRID_QUEUE_ATTR))
+    # Workers must not share a seed, or they would all sample the same points.
+    seed = None if sc.seed is None else sc.seed + os.getpid()
+    worker_sc = dataclasses.replace(sc, seed=seed)
+    # A grid study was enqueued whole; the sampler only matters for trials outside the queue.
+    sampler = (optuna.samplers.RandomSampler(seed=seed) if grid_queue
+               else create_sampler(worker_sc, config.search_space))
+    study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
+    fail_lost_trials(study, on_stale)
+    objective = Objective(config, data, tracker, parent_run_id, progress,
+                          tags={"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
+                                "mltune.device": device_name()},
+                          queue_only=grid_queue)
+
+    def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if _counted(study) >= target and not _waiting(study):
+            study.stop()
+
+    if _counted(study) < target or _waiting(study):
+        gc.freeze()
+        try:
+            study.optimize(objective, timeout=sc.timeout, catch=(Exception,),
+                           callbacks=[objective.after_trial, stop_at_target])
+        finally:
+            gc.unfreeze()
+            _close_orphans(study, tracker, objective.open_runs)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if _counted(study) >= target and not _waiting(study) and not running:
+        _finish_parent(study, tracker, parent_run_id, config, "FINISHED")
+    progress.close()
+    return objective.finished
 
 
 def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
@@ -195,7 +334,9 @@ def fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
     trial run on this host by a process that no longer exists is lost (the journal file is
     for processes on one machine).
     """
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
     if isinstance(study._storage, optuna.storages.RDBStorage):
         return
     host = socket.gethostname()

@@ -1,0 +1,109 @@
+"""Several worker processes on one study: local journal file, PostgreSQL, a killed worker."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import optuna
+import pytest
+from conftest import QUIET_ENV
+from mlflow import MlflowClient
+
+from mltune.study import open_storage
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+GRID = {"filters": {"type": "categorical", "choices": [4, 6, 8, 10]},
+        "learning_rate": {"type": "categorical", "choices": [0.002, 0.004]}}
+
+
+def mltune(*args: str, cwd, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mltune", *args], cwd=cwd, text=True,
+                            env={**os.environ, **QUIET_ENV, "PYTHONUNBUFFERED": "1"}, **popen)
+
+
+def runs_by_name(tracking_uri: str, experiment: str) -> dict[str, object]:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
+@pytest.mark.slow
+def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study, stores,
+                                                                     tmp_path) -> None:
+    path = write_study(study={"name": "grid4", "sampler": "grid", "n_trials": None},
+                       search_space=GRID)
+    proc = mltune("tune", str(path), "--workers", "4", "--storage", stores["storage"],
+                  "--tracking-uri", stores["tracking_uri"], cwd=tmp_path,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    assert "database is locked" not in out + err
+    assert "study grid4: 8 trials on 4 workers" in out
+    assert out.count("worker done:") == 4
+    study = optuna.load_study(study_name="grid4", storage=open_storage(stores["storage"]))
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    points = sorted((t.params["filters"], t.params["learning_rate"]) for t in complete)
+    assert points == sorted(itertools.product([4, 6, 8, 10], [0.002, 0.004]))
+    runs = runs_by_name(stores["tracking_uri"], "grid4")
+    parent = runs.pop("grid4")
+    assert parent.info.status == "FINISHED"
+    assert len(runs) == 8 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
+    workers = {t.user_attrs["mltune_worker"] for t in complete}
+    assert len(workers) >= 2  # the trials really were shared out
+
+
+@pytest.mark.slow
+def test_kill_a_postgres_worker_then_join_again(write_study, stores, tmp_path) -> None:
+    name = f"pg-{uuid.uuid4().hex[:6]}"
+    path = write_study(study={"name": name, "n_trials": 5, "heartbeat_interval": 1,
+                              "grace_period": 2},
+                       training={"epochs": 30, "batch_size": 32})
+    common = ["--storage", POSTGRES, "--tracking-uri", stores["tracking_uri"]]
+    try:
+        launcher = mltune("tune", str(path), "--workers", "2", *common, cwd=tmp_path,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert launcher.stdout is not None
+        for line in launcher.stdout:
+            if "trial 2 started" in line:
+                break
+        time.sleep(1.0)
+        children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 2, children
+        os.kill(int(children[0]), signal.SIGKILL)
+        out, err = launcher.communicate(timeout=600)
+        assert launcher.returncode == 1
+        assert "1 of 2 workers failed" in err
+
+        time.sleep(3)  # the killed worker's heartbeat is now stale
+        joined = mltune("worker", "--study-name", name, *common, cwd=tmp_path,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = joined.communicate(timeout=600)
+        assert joined.returncode == 0, out + err
+
+        study = optuna.load_study(study_name=name, storage=POSTGRES)
+        states = [t.state.name for t in study.trials]
+        assert "RUNNING" not in states and "WAITING" not in states
+        assert states.count("FAIL") == 1
+        assert states.count("COMPLETE") >= 5
+        runs = runs_by_name(stores["tracking_uri"], name)
+        assert runs.pop(name).info.status == "FINISHED"
+        statuses = sorted(r.info.status for r in runs.values())
+        assert "RUNNING" not in statuses and statuses.count("FAILED") == 1
+        for trial in study.trials:  # every trial kept its run, with the matching status
+            run = runs[f"trial-{trial.number:03d}"]
+            assert run.info.run_id == trial.user_attrs["mlflow_run_id"]
+            assert run.info.status == {"COMPLETE": "FINISHED", "FAIL": "FAILED"}[
+                trial.state.name]
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=POSTGRES)
+        except KeyError:
+            pass
