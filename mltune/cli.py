@@ -139,8 +139,9 @@ def tune(
         "under this name in the MLflow Model Registry (see `mltune register`).",
         show_default=False)] = None,
     workers: Annotated[int, typer.Option(
-        "--workers", min=1, help="Worker processes sharing the study (each runs `mltune "
-        "worker`; the default journal-file storage is safe for them).")] = 1,
+        "--workers", min=0, help="Worker processes sharing the study (each runs `mltune "
+        "worker`; the default journal-file storage is safe for them). 0: only create the "
+        "study, for workers started elsewhere.")] = 1,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,

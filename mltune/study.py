@@ -153,7 +153,9 @@ def tune(
     if sc.sampler == "grid":
         remaining = _grid_remaining(sampler, study, config)
         n_trials = remaining if n_trials is None else min(n_trials, remaining)
-    if workers > 1:
+    # Workers that join later (`mltune worker`) run until the study has this many trials.
+    study.set_user_attr(TARGET_ATTR, _counted(study) + (n_trials or 0))
+    if workers != 1:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             workers, storage, tracking_uri)
     # Freeze what start-up made (TensorFlow, MLflow, the data) out of the garbage collector's
@@ -190,6 +192,8 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
 
     They share nothing but the storage and the tracking store: the same command joins the
     study from another machine. A grid is enqueued first, so every point runs exactly once.
+    ``workers=0`` only prepares the study for workers started elsewhere (a cluster job); the
+    last of them ends the parent run.
     """
     if config.study.sampler == "grid":
         queued = _enqueue_grid(study, config)
@@ -201,6 +205,12 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         url = str(Path(url).resolve())
     command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name,
                "--storage", url, "--tracking-uri", tracker.uri]
+    if workers == 0:
+        progress.message(f"study {config.study.name}: ready for {n_trials} trials; start "
+                         f"workers with: mltune worker --study-name {config.study.name} "
+                         f"--storage {redact(url)} --tracking-uri {redact(tracker.uri)}")
+        progress.close()
+        return _result(study, tracker, parent_run_id)
     progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
     procs = [subprocess.Popen(command) for _ in range(workers)]
     status = "FINISHED"
@@ -265,8 +275,8 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     target = stored.user_attrs.get(TARGET_ATTR)
     parent_run_id = stored.user_attrs.get(PARENT_RUN_ATTR)
     if raw is None or target is None or parent_run_id is None:
-        raise ConfigError("--study-name", f"study {study_name!r} was not started by "
-                          "`mltune tune --workers N`; start it that way first")
+        raise ConfigError("--study-name", f"study {study_name!r} was not created by "
+                          "`mltune tune`; create it with `mltune tune STUDY.yaml --workers 0`")
     config = parse_config(raw, source=f"study {study_name!r}")
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
@@ -380,37 +390,42 @@ def _close_orphans(study: optuna.Study, tracker: Tracker, open_runs: dict[int, s
         del open_runs[number]
 
 
-def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, config: Config,
-                   status: str) -> StudyResult:
-    sc = config.study
+def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> StudyResult:
     best_trial: Any = None
     try:
         best_trial = study.best_trial
     except ValueError:
         pass
-    best_run_id = best_trial.user_attrs.get(RUN_ID_ATTR) if best_trial else None
-    if best_trial is not None:
-        tracker.set_tags(parent_run_id, {"mltune.best_trial": best_trial.number,
-                                         "mltune.best_run_id": best_run_id or ""})
-        tracker.log_metrics(parent_run_id, {f"best_{sc.metric}": float(best_trial.value)})
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
-    tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v for k, v in states.items()})
-    with tempfile.TemporaryDirectory(prefix="mltune-report-") as folder:
-        write_report(study, Path(folder))
-        tracker.log_artifacts(parent_run_id, folder)
-    tracker.end_run(parent_run_id, status)
     return StudyResult(
-        study_name=sc.name,
+        study_name=study.study_name,
         parent_run_id=parent_run_id,
         experiment_id=tracker.ensure_experiment(),
         n_trials=len(study.trials),
         best_trial=best_trial.number if best_trial else None,
         best_value=float(best_trial.value) if best_trial else None,
-        best_run_id=best_run_id,
+        best_run_id=best_trial.user_attrs.get(RUN_ID_ATTR) if best_trial else None,
         states=states,
     )
+
+
+def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, config: Config,
+                   status: str) -> StudyResult:
+    """The study's summary on its parent run (best trial, counts, table, plots); then end it."""
+    result = _result(study, tracker, parent_run_id)
+    if result.best_trial is not None and result.best_value is not None:
+        tracker.set_tags(parent_run_id, {"mltune.best_trial": result.best_trial,
+                                         "mltune.best_run_id": result.best_run_id or ""})
+        tracker.log_metrics(parent_run_id, {f"best_{config.study.metric}": result.best_value})
+    tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v
+                                        for k, v in result.states.items()})
+    with tempfile.TemporaryDirectory(prefix="mltune-report-") as folder:
+        write_report(study, Path(folder))
+        tracker.log_artifacts(parent_run_id, folder)
+    tracker.end_run(parent_run_id, status)
+    return result
 
 
 def load_trials(study_name: str, storage: str | None = None) -> Any:

@@ -107,3 +107,40 @@ def test_kill_a_postgres_worker_then_join_again(write_study, stores, tmp_path) -
             optuna.delete_study(study_name=name, storage=POSTGRES)
         except KeyError:
             pass
+
+
+def test_create_with_zero_workers_then_join(write_study, stores) -> None:
+    from typer.testing import CliRunner
+
+    from mltune.cli import app
+
+    runner = CliRunner()
+    common = ["--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"]]
+    result = runner.invoke(app, ["tune", str(write_study(study={"name": "joined"})),
+                                 "--workers", "0", "--n-trials", "2", *common])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "ready for 2 trials; start workers with: mltune worker --study-name joined" in (
+        result.stdout)
+    runs = runs_by_name(stores["tracking_uri"], "joined")
+    assert list(runs) == ["joined"] and runs["joined"].info.status == "RUNNING"
+
+    result = runner.invoke(app, ["worker", "--study-name", "joined", *common])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert "worker done: 2 trials of study joined" in result.stdout
+    runs = runs_by_name(stores["tracking_uri"], "joined")
+    assert runs.pop("joined").info.status == "FINISHED"  # the last worker ends the parent
+    assert sorted(runs) == ["trial-000", "trial-001"]
+    # A worker that comes when the study has its trials runs none.
+    result = runner.invoke(app, ["worker", "--study-name", "joined", *common])
+    assert "worker done: 0 trials" in result.stdout
+
+
+def test_worker_for_an_unknown_study_exits_2(stores) -> None:
+    from typer.testing import CliRunner
+
+    from mltune.cli import app
+
+    result = CliRunner().invoke(app, ["worker", "--study-name", "nope", "--storage",
+                                      stores["storage"]])
+    assert result.exit_code == 2
+    assert "no Optuna journal file" in result.stderr
