@@ -58,6 +58,7 @@ class Objective:
         # queue ran dry (two workers racing for the last point) must not repeat one.
         self.queue_only = queue_only
         self.finished = 0  # trials this process ran to an end
+        self.fatal: Exception | None = None  # stops the study: the tracking server is gone
 
     def __call__(self, trial: optuna.Trial) -> float:
         from mltune.trainer import release
@@ -69,9 +70,14 @@ class Objective:
             raise optuna.TrialPruned("the grid is exhausted: no queued point left")
         sampled = suggest_all(cfg.search_space, trial)
         settings = cfg.params_for(sampled)
-        run_id = self.tracker.start_child(
-            self.parent_run_id, name=run_name(trial.number), params=sampled,
-            tags=self.tags | {"mltune.trial_number": str(trial.number), "mltune.state": "RUNNING"})
+        try:
+            run_id = self.tracker.start_child(
+                self.parent_run_id, name=run_name(trial.number), params=sampled,
+                tags=self.tags | {"mltune.trial_number": str(trial.number),
+                                  "mltune.state": "RUNNING"})
+        except Exception as e:
+            self._stop_if_tracking_down(trial, e)
+            raise
         self.open_runs[trial.number] = run_id
         trial.set_user_attr(RUN_ID_ATTR, run_id)
         trial.set_user_attr(WORKER_ATTR, worker_id())
@@ -97,12 +103,24 @@ class Objective:
             raise
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
-            # Marks a trial that failed by itself, as opposed to one whose worker was lost.
-            trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
-            self.tracker.log_error(run_id, e)
+            self._stop_if_tracking_down(trial, e)
+            if self.fatal is None:
+                # Marks a trial that failed by itself, not one lost with its worker or server.
+                trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
+                self.tracker.log_error(run_id, e)
             raise
         finally:
             release()
+
+    def _stop_if_tracking_down(self, trial: optuna.Trial, error: Exception) -> None:
+        """MLflow retries a request for a while (MLFLOW_HTTP_REQUEST_MAX_RETRIES), so a brief
+        outage costs nothing. Past that, the server is down: stop this worker rather than
+        fail trial after trial."""
+        if self.fatal is None and self.tracker.unavailable(error):
+            from mltune.tracking import TrackingUnavailable
+
+            self.fatal = TrackingUnavailable(self.tracker.uri, error)
+            trial.study.stop()
 
     def _log_model(self, trial: optuna.Trial, run_id: str, model: Any) -> None:
         # The trial trained fine: a model that cannot be saved must not lose its result.
@@ -129,6 +147,9 @@ class Objective:
         state = trial.state.name
         self.open_runs.pop(trial.number, None)
         self.finished += 1
+        if self.fatal is not None:  # nothing can reach MLflow; the next start closes the run
+            self.progress.trial_finished(trial.number, state, None, str(self.fatal), None)
+            return
         if run_id:
             self.tracker.set_tags(run_id, {"mltune.state": state})
             self.tracker.end_run(run_id, RUN_STATUS[state])

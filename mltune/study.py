@@ -129,6 +129,7 @@ def tune(
                                 direction=sc.direction,  # type: ignore[arg-type]
                                 load_if_exists=True)
     fail_lost_trials(study, on_stale)
+    close_lost_runs(study, tracker)
     done = len(study.trials)
     tags = {
         "mltune.study_name": sc.name,
@@ -175,9 +176,12 @@ def tune(
         raise
     finally:
         gc.unfreeze()
-        _close_orphans(study, tracker, objective.open_runs)
-        result = _finish_parent(study, tracker, parent_run_id, config, status)
+        if objective.fatal is None:
+            _close_orphans(study, tracker, objective.open_runs)
+            result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
+    if objective.fatal is not None:
+        raise objective.fatal
     return result
 
 
@@ -294,6 +298,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
                else create_sampler(worker_sc, config.search_space))
     study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
     fail_lost_trials(study, on_stale)
+    close_lost_runs(study, tracker)
     objective = Objective(config, data, tracker, parent_run_id, progress,
                           tags={"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
                                 "mltune.device": device_name()},
@@ -310,7 +315,11 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
                            callbacks=[objective.after_trial, stop_at_target])
         finally:
             gc.unfreeze()
-            _close_orphans(study, tracker, objective.open_runs)
+            if objective.fatal is None:
+                _close_orphans(study, tracker, objective.open_runs)
+    if objective.fatal is not None:
+        progress.close()
+        raise objective.fatal
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     if _counted(study) >= target and not _waiting(study) and not running:
         _finish_parent(study, tracker, parent_run_id, config, "FINISHED")
@@ -360,6 +369,17 @@ def fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
         on_stale(study, study._storage.get_trial(trial._trial_id))
+
+
+def close_lost_runs(study: optuna.Study, tracker: Tracker) -> None:
+    """Failed trials whose run is still RUNNING in MLflow (the tracking server was down when
+    they ended): their runs become FAILED now."""
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id and tracker.run_status(run_id) == "RUNNING":
+            tracker.set_tags(run_id, {"mltune.state": "FAIL", "mltune.error": trial.user_attrs.get(
+                ERROR_ATTR, "the trial ended while the tracking server was unreachable")})
+            tracker.end_run(run_id, RUN_STATUS["FAIL"])
 
 
 def _alive(pid: int) -> bool:

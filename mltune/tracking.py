@@ -30,6 +30,17 @@ __all__ = ["DEFAULT_TRACKING_URI", "RUN_STATUS", "Tracker", "project_run_id",
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
+
+class TrackingUnavailable(MltuneError):
+    """The tracking server stayed unreachable through MLflow's retries."""
+
+    def __init__(self, uri: str, error: BaseException) -> None:
+        reason = redact(str(error).splitlines()[0])[:300] if str(error) else type(error).__name__
+        super().__init__(
+            f"the MLflow tracking server at {redact(uri)} stays unreachable ({reason}); this "
+            "worker stops. Completed trials are kept in the study: run the same command again "
+            "when the server is back")
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 # Optuna trial state -> MLflow run status. A trial still RUNNING when the process stops was
@@ -93,6 +104,17 @@ class Tracker:
         except MlflowException as e:
             raise ConfigError("--tracking-uri", f"cannot use {shown}: "
                               f"{redact(e.message.splitlines()[0])}") from None
+
+    def unavailable(self, error: BaseException) -> bool:
+        """Whether ``error`` says the tracking server cannot be reached (after retries)."""
+        import requests
+
+        if isinstance(error, requests.ConnectionError):
+            return True
+        text = str(error)
+        return isinstance(error, MlflowException) and any(s in text for s in (
+            "Max retries exceeded", "Connection refused", "Failed to establish a new connection",
+            "RemoteDisconnected", "Connection aborted"))
 
     def ensure_experiment(self) -> str:
         if self.experiment_id is None:

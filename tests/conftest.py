@@ -99,49 +99,71 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
-    """A real ``mlflow server`` (SQLite store and proxied artifacts in tmp_path); its URL."""
-    port = free_port()
-    log_path = tmp_path / "mlflow-server.log"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "--artifacts-destination", str(tmp_path / "mlartifacts")]
-    with open(log_path, "w") as log:
-        # Its own process group: the server's workers go down with it.
-        # No job runner: it starts eight more processes for GenAI features the test never uses.
-        env = {**os.environ, **QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+class MlflowServer:
+    """A real ``mlflow server`` process (SQLite store, proxied artifacts in ``folder``) that a
+    test can stop and start again on the same port and store."""
 
-    def stop() -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)  # the server and whatever it started
-            except ProcessLookupError:
-                return
-            try:
-                proc.wait(timeout=15)
-                time.sleep(0.5)  # its workers, a moment behind it
-            except subprocess.TimeoutExpired:
-                pass
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "mlflow-server.log"
+        self.proc: subprocess.Popen | None = None
 
-    try:
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
+               str(self.port), "--workers", "1", "--backend-store-uri",
+               f"sqlite:///{self.folder / 'mlflow.db'}",
+               "--artifacts-destination", str(self.folder / "mlartifacts")]
+        with open(self.log_path, "a") as log:
+            # Its own process group: the server's workers go down with it. No job runner: it
+            # starts eight more processes for GenAI features the tests never use.
+            env = {**os.environ, **QUIET_ENV, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            self.proc = subprocess.Popen(cmd, cwd=self.folder, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
         deadline = time.monotonic() + SERVER_START_S
         while True:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {proc.returncode}:\n"
-                            f"{log_path.read_text()[-3000:]}")
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n"
+                            f"{self.log_path.read_text()[-3000:]}")
             try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
                 pytest.fail(f"mlflow server not healthy after {SERVER_START_S} s:\n"
-                            f"{log_path.read_text()[-3000:]}")
+                            f"{self.log_path.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)  # the server and whatever it started
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=15)
+                time.sleep(0.5)  # its workers, a moment behind it
+            except subprocess.TimeoutExpired:
+                pass
+        self.proc = None
+
+
+@pytest.fixture
+def mlflow_process(tmp_path: Path) -> Iterator[MlflowServer]:
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        yield server
     finally:
-        stop()
+        server.stop()
+
+
+@pytest.fixture
+def mlflow_server(mlflow_process: MlflowServer) -> str:
+    """The URL of a real ``mlflow server`` (SQLite store and artifacts in tmp_path)."""
+    return mlflow_process.url
