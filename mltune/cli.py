@@ -46,9 +46,9 @@ TrackingOpt = Annotated[Optional[str], typer.Option(
     "--tracking-uri", parser=_opt_str, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
     "sqlite:///mlflow.db).", show_default=False)]
 StorageOpt = Annotated[Optional[str], typer.Option(
-    "--storage", parser=_opt_str, help="Optuna storage: a database URL (sqlite:///, "
-    "postgresql://...) or a journal file path (default: optuna_journal.log).",
-    show_default=False)]
+    "--storage", parser=_opt_str, envvar="MLTUNE_STORAGE", help="Optuna storage: a database "
+    "URL (sqlite:///, postgresql://...) or a journal file path (default: $MLTUNE_STORAGE, "
+    "else optuna_journal.log).", show_default=False)]
 ExperimentOpt = Annotated[Optional[str], typer.Option(
     "--experiment", parser=_opt_str, help="MLflow experiment name (default: "
     "study.experiment, else the study name).", show_default=False)]

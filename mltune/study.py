@@ -186,6 +186,7 @@ def tune(
 
 
 TARGET_ATTR = "mltune_target_trials"
+STORAGE_ENV = "MLTUNE_STORAGE"
 GRID_QUEUE_ATTR = "mltune_grid_queue"
 
 
@@ -200,15 +201,15 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     last of them ends the parent run.
     """
     if config.study.sampler == "grid":
-        queued = _enqueue_grid(study, config)
+        n_trials = _enqueue_grid(study, config, limit=n_trials or None)
         study.set_user_attr(GRID_QUEUE_ATTR, True)
-        n_trials = min(n_trials, queued) if n_trials else queued
     study.set_user_attr(TARGET_ATTR, _counted(study) + n_trials)
     url = storage or DEFAULT_STORAGE
     if "://" not in url:
         url = str(Path(url).resolve())
-    command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name,
-               "--storage", url, "--tracking-uri", tracker.uri]
+    command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name]
+    # URLs go by environment, not arguments: a password in one would show in `ps`.
+    env = {**os.environ, STORAGE_ENV: url, "MLFLOW_TRACKING_URI": tracker.uri}
     if workers == 0:
         progress.message(f"study {config.study.name}: ready for {n_trials} trials; start "
                          f"workers with: mltune worker --study-name {config.study.name} "
@@ -216,7 +217,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         progress.close()
         return _result(study, tracker, parent_run_id)
     progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
-    procs = [subprocess.Popen(command) for _ in range(workers)]
+    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
     status = "FINISHED"
     try:
         codes = [p.wait() for p in procs]
@@ -238,8 +239,9 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     return result
 
 
-def _enqueue_grid(study: optuna.Study, config: Config) -> int:
-    """Queue every grid point the study has not run yet; returns how many are queued."""
+def _enqueue_grid(study: optuna.Study, config: Config, limit: int | None = None) -> int:
+    """Queue the grid points the study has not run yet (at most ``limit``); returns how many
+    are queued."""
     import itertools
 
     grid = grid_of(config.search_space)
@@ -248,6 +250,8 @@ def _enqueue_grid(study: optuna.Study, config: Config) -> int:
             if t.state != optuna.trial.TrialState.FAIL}
     queued = 0
     for point in itertools.product(*grid.values()):
+        if limit is not None and queued >= limit:
+            break
         if point not in seen:
             study.enqueue_trial(dict(zip(names, point, strict=True)))
             queued += 1
