@@ -142,6 +142,12 @@ def tune(
         "--workers", min=0, help="Worker processes sharing the study (each runs `mltune "
         "worker`; the default journal-file storage is safe for them). 0: only create the "
         "study, for workers started elsewhere.")] = 1,
+    gpus: Annotated[Optional[str], typer.Option(
+        "--gpus", parser=_opt_str, help="GPUs to use, e.g. 0,1: one worker per GPU (times "
+        "--trials-per-gpu), each seeing only its GPU.", show_default=False)] = None,
+    trials_per_gpu: Annotated[int, typer.Option(
+        "--trials-per-gpu", min=1, help="Concurrent trials on each GPU of --gpus, each with a "
+        "share of its memory.")] = 1,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
@@ -158,9 +164,12 @@ def tune(
         from mltune.progress import make_progress
         from mltune.study import tune as run_study
 
+        gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
+        parallel = workers != 1 or gpu_list is not None
         result = run_study(cfg, storage=storage, tracking_uri=tracking_uri,
-                           progress=make_progress(cfg.study.metric, live=False if
-                                                  workers > 1 else None), workers=workers)
+                           progress=make_progress(cfg.study.metric,
+                                                  live=False if parallel else None),
+                           workers=workers, gpus=gpu_list, trials_per_gpu=trials_per_gpu)
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
         typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
         if result.best_trial is not None:

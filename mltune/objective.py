@@ -36,6 +36,15 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is the accelerator (or host) running out of memory, under
+    TensorFlow (ResourceExhaustedError), JAX (RESOURCE_EXHAUSTED) or PyTorch."""
+    text = f"{type(error).__name__}: {error}"
+    return isinstance(error, MemoryError) or any(s in text for s in (
+        "ResourceExhaustedError", "RESOURCE_EXHAUSTED", "OutOfMemoryError", "out of memory",
+        "OOM when allocating"))
+
+
 def run_name(number: int) -> str:
     return f"trial-{number:03d}"
 
@@ -108,6 +117,8 @@ class Objective:
                 # Marks a trial that failed by itself, not one lost with its worker or server.
                 trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
                 self.tracker.log_error(run_id, e)
+                if out_of_memory(e):  # this trial's model was too big: the worker goes on
+                    self.tracker.set_tags(run_id, {"mltune.error_kind": "out_of_memory"})
             raise
         finally:
             release()

@@ -102,13 +102,16 @@ def tune(
     tracking_uri: str | None = None,
     progress: PlainProgress | None = None,
     workers: int = 1,
+    gpus: list[str] | None = None,
+    trials_per_gpu: int = 1,
 ) -> StudyResult:
     """Run (or resume) the study described by ``config``; every trial is an MLflow run.
 
     Everything that can be checked is checked before anything is written: the tracking
     store, the data, the storage and the study's direction. With ``workers`` > 1, that many
     ``mltune worker`` processes share the study (through its storage) and this process
-    waits for them.
+    waits for them. ``gpus`` starts ``trials_per_gpu`` workers per listed GPU, each seeing
+    only its GPU and, when they share one, a share of its memory.
     """
     from mltune.device import device_name
 
@@ -156,9 +159,10 @@ def tune(
         n_trials = remaining if n_trials is None else min(n_trials, remaining)
     # Workers that join later (`mltune worker`) run until the study has this many trials.
     study.set_user_attr(TARGET_ATTR, _counted(study) + (n_trials or 0))
-    if workers != 1:
+    slots = gpu_slots(gpus, trials_per_gpu) if gpus else [{} for _ in range(workers)]
+    if len(slots) != 1 or gpus:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
-                            workers, storage, tracking_uri)
+                            slots, storage, tracking_uri)
     # Freeze what start-up made (TensorFlow, MLflow, the data) out of the garbage collector's
     # reach: the full collection after each trial then takes ~10 ms instead of ~400 ms.
     gc.freeze()
@@ -190,16 +194,27 @@ STORAGE_ENV = "MLTUNE_STORAGE"
 GRID_QUEUE_ATTR = "mltune_grid_queue"
 
 
+def gpu_slots(gpus: list[str], trials_per_gpu: int) -> list[dict[str, str]]:
+    """The environment of each worker: one GPU visible, and, when ``trials_per_gpu`` trials
+    share it, a cap on its memory. TensorFlow grows its memory as needed (see
+    :func:`mltune.device.configure_gpus`); JAX takes a fixed fraction, so it gets its share."""
+    share = {} if trials_per_gpu == 1 else {
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{0.9 / trials_per_gpu:.3f}"}
+    return [{"CUDA_VISIBLE_DEVICES": gpu, **share} for gpu in gpus
+            for _ in range(trials_per_gpu)]
+
+
 def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_run_id: str,
-                 progress: PlainProgress, n_trials: int, workers: int, storage: str | None,
-                 tracking_uri: str | None) -> StudyResult:
+                 progress: PlainProgress, n_trials: int, slots: list[dict[str, str]],
+                 storage: str | None, tracking_uri: str | None) -> StudyResult:
     """Start ``workers`` processes of ``mltune worker`` on the study and wait for them.
 
     They share nothing but the storage and the tracking store: the same command joins the
     study from another machine. A grid is enqueued first, so every point runs exactly once.
-    ``workers=0`` only prepares the study for workers started elsewhere (a cluster job); the
+    No ``slots`` only prepares the study for workers started elsewhere (a cluster job); the
     last of them ends the parent run.
     """
+    workers = len(slots)
     if config.study.sampler == "grid":
         n_trials = _enqueue_grid(study, config, limit=n_trials or None)
         study.set_user_attr(GRID_QUEUE_ATTR, True)
@@ -217,7 +232,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         progress.close()
         return _result(study, tracker, parent_run_id)
     progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
-    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    procs = [subprocess.Popen(command, env={**env, **slot}) for slot in slots]
     status = "FINISHED"
     try:
         codes = [p.wait() for p in procs]
@@ -290,6 +305,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     progress = progress or PlainProgress(sc.metric)
     tracker, data = prepare(config, tracking_uri)
     tracker.experiment_id = tracker.client.get_run(parent_run_id).info.experiment_id
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
     on_stale = stale_trial_handler(tracker, sc.retry_failed)
     store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
                          on_stale=on_stale)
@@ -303,9 +319,11 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
     fail_lost_trials(study, on_stale)
     close_lost_runs(study, tracker)
-    objective = Objective(config, data, tracker, parent_run_id, progress,
-                          tags={"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
-                                "mltune.device": device_name()},
+    tags = {"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
+            "mltune.device": device_name()}
+    if gpu is not None:
+        tags["mltune.cuda_visible_devices"] = gpu
+    objective = Objective(config, data, tracker, parent_run_id, progress, tags=tags,
                           queue_only=grid_queue)
 
     def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -144,3 +144,52 @@ def test_worker_for_an_unknown_study_exits_2(stores) -> None:
                                       stores["storage"]])
     assert result.exit_code == 2
     assert "no Optuna journal file" in result.stderr
+
+
+@pytest.mark.slow
+def test_one_worker_per_gpu_sees_only_its_gpu(write_study, stores, tmp_path) -> None:
+    proc = mltune("tune", str(write_study(study={"name": "gpus", "n_trials": 4})),
+                  "--gpus", "0,1", "--storage", stores["storage"],
+                  "--tracking-uri", stores["tracking_uri"], cwd=tmp_path,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out + err
+    assert "4 trials on 2 workers" in out
+    runs = runs_by_name(stores["tracking_uri"], "gpus")
+    runs.pop("gpus")
+    seen = {r.data.tags["mltune.cuda_visible_devices"] for r in runs.values()}
+    assert seen <= {"0", "1"} and len(runs) >= 4
+
+
+def test_gpu_slots_share_memory() -> None:
+    from mltune.study import gpu_slots
+
+    assert gpu_slots(["0", "1"], 1) == [{"CUDA_VISIBLE_DEVICES": "0"},
+                                        {"CUDA_VISIBLE_DEVICES": "1"}]
+    slots = gpu_slots(["3"], 4)
+    assert [s["CUDA_VISIBLE_DEVICES"] for s in slots] == ["3"] * 4
+    assert {s["XLA_PYTHON_CLIENT_MEM_FRACTION"] for s in slots} == {"0.225"}
+
+
+def test_out_of_memory_fails_that_trial_alone(write_study, stores, monkeypatch) -> None:
+    import mltune.model
+    from mltune.config import load_config
+    from mltune.study import tune
+
+    real = mltune.model.build_model
+
+    def build(settings, **kw):
+        if settings["filters"] == 8:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                               "17179869184 bytes.")
+        return real(settings, **kw)
+
+    monkeypatch.setattr(mltune.model, "build_model", build)
+    path = write_study(study={"name": "oom", "sampler": "grid", "n_trials": None},
+                       search_space={"filters": {"type": "categorical", "choices": [4, 8, 6]}})
+    result = tune(load_config(path), **stores)
+    assert result.states == {"COMPLETE": 2, "FAIL": 1}
+    runs = runs_by_name(stores["tracking_uri"], "oom")
+    failed = [r for r in runs.values() if r.info.status == "FAILED"]
+    assert len(failed) == 1 and failed[0].data.params["filters"] == "8"
+    assert failed[0].data.tags["mltune.error_kind"] == "out_of_memory"
