@@ -103,8 +103,9 @@ class MlflowServer:
     """A real ``mlflow server`` process (SQLite store, proxied artifacts in ``folder``) that a
     test can stop and start again on the same port and store."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, backend_store_uri: str | None = None) -> None:
         self.folder = folder
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "mlflow-server.log"
@@ -112,8 +113,7 @@ class MlflowServer:
 
     def start(self) -> None:
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-               str(self.port), "--workers", "1", "--backend-store-uri",
-               f"sqlite:///{self.folder / 'mlflow.db'}",
+               str(self.port), "--workers", "1", "--backend-store-uri", self.backend_store_uri,
                "--artifacts-destination", str(self.folder / "mlartifacts")]
         with open(self.log_path, "a") as log:
             # Its own process group: the server's workers go down with it. No job runner: it

@@ -59,13 +59,31 @@ def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study,
     assert len(workers) >= 2  # the trials really were shared out
 
 
+@pytest.fixture
+def postgres_mlflow(tmp_path):
+    """The multi-machine setup on loopback: an ``mlflow server`` whose backend store is a
+    fresh database on the PostgreSQL server of this machine."""
+    from conftest import MlflowServer
+
+    db = f"mlflow_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db], check=True)
+    server = MlflowServer(tmp_path, f"postgresql://postgres@127.0.0.1:5432/{db}")
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", db])
+
+
 @pytest.mark.slow
-def test_kill_a_postgres_worker_then_join_again(write_study, stores, tmp_path) -> None:
+def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tmp_path) -> None:
     name = f"pg-{uuid.uuid4().hex[:6]}"
     path = write_study(study={"name": name, "n_trials": 5, "heartbeat_interval": 1,
                               "grace_period": 2},
                        training={"epochs": 30, "batch_size": 32})
-    common = ["--storage", POSTGRES, "--tracking-uri", stores["tracking_uri"]]
+    common = ["--storage", POSTGRES, "--tracking-uri", postgres_mlflow]
+    stores = {"tracking_uri": postgres_mlflow}
     try:
         launcher = mltune("tune", str(path), "--workers", "2", *common, cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -74,10 +92,16 @@ def test_kill_a_postgres_worker_then_join_again(write_study, stores, tmp_path) -
             if "trial 2 started" in line:
                 break
         time.sleep(1.0)
+        # Kill the worker of a running trial (its pid is recorded on the trial).
+        study = optuna.load_study(study_name=name, storage=POSTGRES)
+        running = [t for t in study.trials if t.state.name == "RUNNING"
+                   and "mltune_worker" in t.user_attrs]
+        assert running, [t.state.name for t in study.trials]
+        victim = int(running[0].user_attrs["mltune_worker"].rpartition(":")[2])
         children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
                                   text=True).stdout.split()
-        assert len(children) == 2, children
-        os.kill(int(children[0]), signal.SIGKILL)
+        assert str(victim) in children, (victim, children)
+        os.kill(victim, signal.SIGKILL)
         out, err = launcher.communicate(timeout=600)
         assert launcher.returncode == 1
         assert "1 of 2 workers failed" in err
