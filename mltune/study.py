@@ -246,7 +246,11 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     finally:
         if status == "FINISHED" and any(codes):
             status = "FAILED"
-        result = _finish_parent(study, tracker, parent_run_id, config, status)
+        # The last worker ended the parent run with the report already, unless none could.
+        if status != "FINISHED" or tracker.run_status(parent_run_id) == "RUNNING":
+            result = _finish_parent(study, tracker, parent_run_id, config, status)
+        else:
+            result = _result(study, tracker, parent_run_id)
         progress.close()
     if status == "FAILED":
         raise MltuneError(f"{sum(1 for c in codes if c)} of {workers} workers failed "

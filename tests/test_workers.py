@@ -53,6 +53,9 @@ def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study,
     runs = runs_by_name(stores["tracking_uri"], "grid4")
     parent = runs.pop("grid4")
     assert parent.info.status == "FINISHED"
+    history = MlflowClient(stores["tracking_uri"]).get_metric_history(parent.info.run_id,
+                                                                     "trials_complete")
+    assert [m.value for m in history] == [8.0]  # the summary is written once, not per worker
     assert len(runs) == 8 and {r.info.status for r in runs.values()} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
     workers = {t.user_attrs["mltune_worker"] for t in complete}
