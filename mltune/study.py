@@ -191,6 +191,7 @@ def tune(
 
 TARGET_ATTR = "mltune_target_trials"
 STORAGE_ENV = "MLTUNE_STORAGE"
+LAUNCHED_ENV = "MLTUNE_LAUNCHED"  # set for workers whose launcher writes the study's summary
 GRID_QUEUE_ATTR = "mltune_grid_queue"
 
 
@@ -224,7 +225,8 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         url = str(Path(url).resolve())
     command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name]
     # URLs go by environment, not arguments: a password in one would show in `ps`.
-    env = {**os.environ, STORAGE_ENV: url, "MLFLOW_TRACKING_URI": tracker.uri}
+    env = {**os.environ, STORAGE_ENV: url, "MLFLOW_TRACKING_URI": tracker.uri,
+           LAUNCHED_ENV: "1"}
     if workers == 0:
         progress.message(f"study {config.study.name}: ready for {n_trials} trials; start "
                          f"workers with: mltune worker --study-name {config.study.name} "
@@ -246,11 +248,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     finally:
         if status == "FINISHED" and any(codes):
             status = "FAILED"
-        # The last worker ended the parent run with the report already, unless none could.
-        if status != "FINISHED" or tracker.run_status(parent_run_id) == "RUNNING":
-            result = _finish_parent(study, tracker, parent_run_id, config, status)
-        else:
-            result = _result(study, tracker, parent_run_id)
+        result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
     if status == "FAILED":
         raise MltuneError(f"{sum(1 for c in codes if c)} of {workers} workers failed "
@@ -346,8 +344,10 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     if objective.fatal is not None:
         progress.close()
         raise objective.fatal
+    # Workers started elsewhere: the last one to end writes the summary and ends the parent.
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    if _counted(study) >= target and not _waiting(study) and not running:
+    if (not os.environ.get(LAUNCHED_ENV) and _counted(study) >= target and not _waiting(study)
+            and not running and tracker.run_status(parent_run_id) != "FINISHED"):
         _finish_parent(study, tracker, parent_run_id, config, "FINISHED")
     progress.close()
     return objective.finished
@@ -368,6 +368,9 @@ def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
             tracker.end_run(run_id, RUN_STATUS["FAIL"])
         if retry_callback is not None:
             retry_callback(study, trial)
+        elif study.user_attrs.get(GRID_QUEUE_ATTR):
+            # A grid point is run once: the point of a lost trial goes back into the queue.
+            study.enqueue_trial(trial.params)
 
     return handle
 

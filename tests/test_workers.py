@@ -82,9 +82,12 @@ def postgres_mlflow(tmp_path):
 @pytest.mark.slow
 def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tmp_path) -> None:
     name = f"pg-{uuid.uuid4().hex[:6]}"
-    path = write_study(study={"name": name, "n_trials": 5, "heartbeat_interval": 1,
-                              "grace_period": 2},
-                       training={"epochs": 30, "batch_size": 32})
+    path = write_study(study={"name": name, "sampler": "grid", "n_trials": None,
+                              "heartbeat_interval": 1, "grace_period": 2},
+                       training={"epochs": 30, "batch_size": 32},
+                       search_space={"filters": {"type": "categorical", "choices": [4, 6, 8]},
+                                     "learning_rate": {"type": "categorical",
+                                                       "choices": [0.002, 0.004]}})
     common = ["--storage", POSTGRES, "--tracking-uri", postgres_mlflow]
     stores = {"tracking_uri": postgres_mlflow}
     try:
@@ -119,7 +122,9 @@ def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tm
         states = [t.state.name for t in study.trials]
         assert "RUNNING" not in states and "WAITING" not in states
         assert states.count("FAIL") == 1
-        assert states.count("COMPLETE") >= 5
+        complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+        points = sorted((t.params["filters"], t.params["learning_rate"]) for t in complete)
+        assert points == sorted(itertools.product([4, 6, 8], [0.002, 0.004]))  # each once
         runs = runs_by_name(stores["tracking_uri"], name)
         assert runs.pop(name).info.status == "FINISHED"
         statuses = sorted(r.info.status for r in runs.values())
