@@ -44,7 +44,6 @@ import functools
 import io
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -58,6 +57,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+
+from _common import fmt_table, git_state, write_section  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -138,20 +139,6 @@ def machine_info() -> dict[str, str]:
         info[pkg] = version(pkg)
     info["commit"] = git_state()
     return info
-
-
-def git_state() -> str:
-    """The commit measured, and whether mltune/ differs from it (read-only git calls)."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO,
-                              capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown commit"
-    dirty = git("status", "--porcelain", "--", "mltune")
-    return f"commit {commit}" + (" with uncommitted changes in mltune/" if dirty else "")
 
 
 def quiet_libraries() -> None:
@@ -560,17 +547,6 @@ def run_pairs(args: argparse.Namespace, raw: dict[str, Any]) -> list[Pair]:
     return pairs
 
 
-def fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table, padded so that it also reads as plain text."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
 def _med(values: Iterable[float]) -> float:
     return statistics.median(list(values))
 
@@ -760,18 +736,6 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
     ])
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the overhead section of ``path`` (up to the next ``## `` heading), or add it."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -800,7 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(section)
     if not args.no_docs:
         docs = args.docs if args.docs.is_absolute() else REPO / args.docs
-        write_section(docs, section)
+        write_section(docs, SECTION, section)
         print(f"wrote {docs}")
     return 0
 

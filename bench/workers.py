@@ -49,7 +49,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
@@ -67,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import fmt_table, git_state, write_section  # bench/_common.py
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
@@ -125,20 +125,6 @@ def machine_info() -> dict[str, str]:
         info[pkg] = version(pkg)
     info["commit"] = git_state()
     return info
-
-
-def git_state() -> str:
-    """The commit measured, and whether mltune/ differs from it (read-only git calls)."""
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "--no-optional-locks", *args], cwd=REPO,
-                              capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown commit"
-    dirty = git("status", "--porcelain", "--", "mltune")
-    return f"commit {commit}" + (" with uncommitted changes in mltune/" if dirty else "")
 
 
 def postgres_version(url: str) -> str:
@@ -354,17 +340,6 @@ def run_all(args: argparse.Namespace, data: Path) -> list[Run]:
 
 
 # -- report ----------------------------------------------------------------------------------
-def fmt_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table, padded so that it also reads as plain text."""
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
 def _med(values: Iterable[float]) -> float:
     values = list(values)
     return statistics.median(values) if values else float("nan")
@@ -596,18 +571,6 @@ def interpretation(args: argparse.Namespace, s: dict[tuple[str, int], Summary],
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace the workers section of ``path`` (up to the next ``## `` heading), or add it."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n") + "\n\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -638,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(section)
     if not args.no_docs:
         docs = args.docs if args.docs.is_absolute() else REPO / args.docs
-        write_section(docs, section)
+        write_section(docs, SECTION, section)
         print(f"wrote {docs}")
     return 0
 
