@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import platform
 import re
 import subprocess
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,3 +50,27 @@ def write_section(path: Path, heading: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def machine_info(packages: Sequence[str]) -> dict[str, str]:
+    """Date, CPU, OS, Python, the versions of ``packages`` and the git state."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else os.cpu_count()),  # what `nproc` prints
+        "cpu": cpu,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for pkg in packages:
+        info[pkg] = version(pkg)
+    info["commit"] = git_state()
+    return info

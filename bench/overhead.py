@@ -39,11 +39,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import functools
 import io
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -54,11 +52,10 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, git_state, write_section  # bench/_common.py
+from _common import fmt_table, machine_info, write_section  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -118,29 +115,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- machine ---------------------------------------------------------------------------------
-def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                     else os.cpu_count()),  # what `nproc` prints
-        "cpu": cpu,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-    for pkg in ("tensorflow", "keras", "mlflow", "optuna", "numpy", "typer"):
-        info[pkg] = version(pkg)
-    info["commit"] = git_state()
-    return info
-
-
 def quiet_libraries() -> None:
     """What ``mltune``'s CLI does before a study: keep library chatter off the screen."""
     import logging
@@ -743,7 +717,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data.is_file():
         print(f"error: no such file: {data} (see --data)", file=sys.stderr)
         return 2
-    info = machine_info()
+    info = machine_info(("tensorflow", "keras", "mlflow", "optuna", "numpy", "typer"))
     print(f"{info['nproc']} cores, {info['cpu']}; Python {info['python']}, TensorFlow "
           f"{info['tensorflow']}, Keras {info['keras']}, MLflow {info['mlflow']}, Optuna "
           f"{info['optuna']}", flush=True)

@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -61,12 +60,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import fmt_table, git_state, write_section  # bench/_common.py
+from _common import fmt_table, machine_info, write_section  # bench/_common.py
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
@@ -104,29 +102,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- machine ---------------------------------------------------------------------------------
-def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                     else os.cpu_count()),  # what `nproc` prints
-        "cpu": cpu,
-        "os": platform.platform(),
-        "python": platform.python_version(),
-    }
-    for pkg in ("tensorflow", "keras", "mlflow", "optuna", "psycopg"):
-        info[pkg] = version(pkg)
-    info["commit"] = git_state()
-    return info
-
-
 def postgres_version(url: str) -> str:
     import psycopg
 
@@ -583,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         print(f"error: cannot reach PostgreSQL at {args.postgres}: {e}", file=sys.stderr)
         return 2
-    info = machine_info()
+    info = machine_info(("tensorflow", "keras", "mlflow", "optuna", "psycopg"))
     print(f"{info['nproc']} cores, {info['cpu']}; Python {info['python']}, TensorFlow "
           f"{info['tensorflow']}, Keras {info['keras']}, MLflow {info['mlflow']}, Optuna "
           f"{info['optuna']}, PostgreSQL {pg}", flush=True)

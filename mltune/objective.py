@@ -6,6 +6,8 @@ The only module where Optuna, Keras and MLflow meet.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -30,9 +32,6 @@ ERROR_ATTR = "mltune_error"
 
 def worker_id() -> str:
     """``host:pid`` of this process, stored on each trial it runs."""
-    import os
-    import socket
-
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

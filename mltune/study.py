@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 
 from mltune import __version__
-from mltune.config import Config
+from mltune.config import Config, StudyConfig
 from mltune.errors import ConfigError, MltuneError
 from mltune.objective import ERROR_ATTR, RUN_ID_ATTR, WORKER_ATTR, Objective, prepare
 from mltune.progress import PlainProgress
@@ -113,14 +113,10 @@ def tune(
     waits for them. ``gpus`` starts ``trials_per_gpu`` workers per listed GPU, each seeing
     only its GPU and, when they share one, a share of its memory.
     """
-    from mltune.device import device_name
-
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
     tracker, data = prepare(config, tracking_uri)
-    on_stale = stale_trial_handler(tracker, sc.retry_failed)
-    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
-                         on_stale=on_stale)
+    store, on_stale = _trial_storage(sc, storage, tracker)
     existing = _existing_direction(store, sc.name)
     if existing is not None and existing != sc.direction:
         raise ConfigError("study.direction", f"study {sc.name!r} already exists in the "
@@ -131,8 +127,7 @@ def tune(
     study = optuna.create_study(storage=store, sampler=sampler, study_name=sc.name,
                                 direction=sc.direction,  # type: ignore[arg-type]
                                 load_if_exists=True)
-    fail_lost_trials(study, on_stale)
-    close_lost_runs(study, tracker)
+    recover_lost_trials(study, tracker, on_stale)
     done = len(study.trials)
     tags = {
         "mltune.study_name": sc.name,
@@ -150,9 +145,7 @@ def tune(
     study.set_user_attr(EXPERIMENT_ATTR, tracker.ensure_experiment())
     study.set_user_attr(CONFIG_ATTR, config.raw)
 
-    objective = Objective(config, data, tracker, parent_run_id, progress,
-                          tags={"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
-                                "mltune.device": device_name()})
+    objective = Objective(config, data, tracker, parent_run_id, progress, tags=_trial_tags(sc))
     n_trials = sc.n_trials
     if sc.sampler == "grid":
         remaining = _grid_remaining(sampler, study, config)
@@ -163,30 +156,62 @@ def tune(
     if len(slots) != 1 or gpus:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             slots, storage, tracking_uri)
-    # Freeze what start-up made (TensorFlow, MLflow, the data) out of the garbage collector's
-    # reach: the full collection after each trial then takes ~10 ms instead of ~400 ms.
-    gc.freeze()
     status = "FAILED"
     try:
         progress.study_started(sc.name, n_trials, done)
         if n_trials == 0:
             progress.message(f"study {sc.name}: every point of the grid has been tried")
         else:
-            study.optimize(objective, n_trials=n_trials, timeout=sc.timeout,
-                           catch=(Exception,), callbacks=[objective.after_trial])
+            _optimize(study, objective, tracker, n_trials=n_trials, timeout=sc.timeout)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        gc.unfreeze()
         if objective.fatal is None:
-            _close_orphans(study, tracker, objective.open_runs)
             result = _finish_parent(study, tracker, parent_run_id, config, status)
         progress.close()
     if objective.fatal is not None:
         raise objective.fatal
     return result
+
+
+def _trial_storage(sc: StudyConfig, storage: str | None, tracker: Tracker
+                   ) -> tuple[optuna.storages.BaseStorage, StaleCallback]:
+    """The storage trials run against, with the heartbeat of ``sc`` and what a lost trial
+    triggers."""
+    on_stale = stale_trial_handler(tracker, sc.retry_failed)
+    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
+                         on_stale=on_stale)
+    return store, on_stale
+
+
+def _trial_tags(sc: StudyConfig) -> dict[str, str]:
+    """Tags of every trial run this process makes: the study, and where it trains."""
+    from mltune.device import device_name
+
+    tags = {"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
+            "mltune.device": device_name()}
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:  # a worker of --gpus
+        tags["mltune.cuda_visible_devices"] = gpu
+    return tags
+
+
+def _optimize(study: optuna.Study, objective: Objective, tracker: Tracker,
+              callbacks: tuple[Callable[..., None], ...] = (), **kwargs: Any) -> None:
+    """Run trials; afterwards no run this process started is left RUNNING (unless the
+    tracking server is gone, see ``objective.fatal``)."""
+    # Freeze what start-up made (TensorFlow, MLflow, the data) out of the garbage collector's
+    # reach: the full collection after each trial then takes ~10 ms instead of ~400 ms.
+    gc.freeze()
+    try:
+        study.optimize(objective, catch=(Exception,),
+                       callbacks=[objective.after_trial, *callbacks], **kwargs)
+    finally:
+        gc.unfreeze()
+        if objective.fatal is None:
+            _close_orphans(study, tracker, objective.open_runs)
 
 
 TARGET_ATTR = "mltune_target_trials"
@@ -293,7 +318,6 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     """``mltune worker``: join a study (its settings are stored with it) and run trials until
     it has its target number; returns how many trials this worker ran."""
     from mltune.config import parse_config
-    from mltune.device import device_name
 
     stored = load_study(study_name, storage)
     raw = stored.user_attrs.get(CONFIG_ATTR)
@@ -307,10 +331,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     progress = progress or PlainProgress(sc.metric)
     tracker, data = prepare(config, tracking_uri)
     tracker.experiment_id = tracker.client.get_run(parent_run_id).info.experiment_id
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
-    on_stale = stale_trial_handler(tracker, sc.retry_failed)
-    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
-                         on_stale=on_stale)
+    store, on_stale = _trial_storage(sc, storage, tracker)
     grid_queue = bool(stored.user_attrs.get(GRID_QUEUE_ATTR))
     # Workers must not share a seed, or they would all sample the same points.
     seed = None if sc.seed is None else sc.seed + os.getpid()
@@ -319,13 +340,8 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     sampler = (optuna.samplers.RandomSampler(seed=seed) if grid_queue
                else create_sampler(worker_sc, config.search_space))
     study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
-    fail_lost_trials(study, on_stale)
-    close_lost_runs(study, tracker)
-    tags = {"mltune.study_name": sc.name, "mltune.sampler": sc.sampler,
-            "mltune.device": device_name()}
-    if gpu is not None:
-        tags["mltune.cuda_visible_devices"] = gpu
-    objective = Objective(config, data, tracker, parent_run_id, progress, tags=tags,
+    recover_lost_trials(study, tracker, on_stale)
+    objective = Objective(config, data, tracker, parent_run_id, progress, tags=_trial_tags(sc),
                           queue_only=grid_queue)
 
     def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -333,14 +349,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
             study.stop()
 
     if _counted(study) < target or _waiting(study):
-        gc.freeze()
-        try:
-            study.optimize(objective, timeout=sc.timeout, catch=(Exception,),
-                           callbacks=[objective.after_trial, stop_at_target])
-        finally:
-            gc.unfreeze()
-            if objective.fatal is None:
-                _close_orphans(study, tracker, objective.open_runs)
+        _optimize(study, objective, tracker, callbacks=(stop_at_target,), timeout=sc.timeout)
     if objective.fatal is not None:
         progress.close()
         raise objective.fatal
@@ -375,7 +384,15 @@ def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
     return handle
 
 
-def fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
+def recover_lost_trials(study: optuna.Study, tracker: Tracker, on_stale: StaleCallback
+                        ) -> None:
+    """Before this process runs trials: fail the trials lost with their worker, and close
+    the runs of failed trials that the tracking server could not be told about."""
+    _fail_lost_trials(study, on_stale)
+    _close_lost_runs(study, tracker)
+
+
+def _fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
     """Fail the RUNNING trials whose worker is gone, before this worker adds its own.
 
     A database storage knows from Optuna's heartbeat. A journal file has no heartbeat: a
@@ -400,7 +417,7 @@ def fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
         on_stale(study, study._storage.get_trial(trial._trial_id))
 
 
-def close_lost_runs(study: optuna.Study, tracker: Tracker) -> None:
+def _close_lost_runs(study: optuna.Study, tracker: Tracker) -> None:
     """Failed trials whose run is still RUNNING in MLflow (the tracking server was down when
     they ended): their runs become FAILED now."""
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)):

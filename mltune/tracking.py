@@ -209,31 +209,36 @@ class Tracker:
         """Log a Keras model with signature and input example; returns its model URI."""
         import keras
         import numpy as np
-        from mlflow.models import Model, infer_signature
+        from mlflow.models import infer_signature
 
         example = np.asarray(example, dtype=np.float32)
         signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-        requirements = _requirements(keras)
-        # Created here so the logged model lands in the run's experiment: left to itself,
-        # Model.log picks the global experiment (Default) when no run is active.
-        logged = self.client.create_logged_model(
-            experiment_id=self.client.get_run(run_id).info.experiment_id, name="model",
-            source_run_id=run_id)
         interactive = keras.config.is_interactive_logging_enabled()
         keras.config.disable_interactive_logging()  # MLflow's predict calls print progress bars
         try:
-            info = Model.log(artifact_path=None, name="model", flavor=_KerasFlavor,
-                             run_id=run_id, model=model, signature=signature,
-                             input_example=example, pip_requirements=requirements,
-                             model_id=logged.model_id,
-                             # MLflow would reload the model and predict the example (0.3 s per
-                             # model); the tests check that the logged model loads and predicts.
-                             validate_serving_input=False)
+            return self._log_to_run(run_id, "model", _KerasFlavor, model=model,
+                                    signature=signature, input_example=example,
+                                    # MLflow would reload the model and predict the example
+                                    # (0.3 s per model); the tests load and run logged models.
+                                    validate_serving_input=False)
         finally:
             if interactive:
                 keras.config.enable_interactive_logging()
-        return str(info.model_uri)
 
+    def _log_to_run(self, run_id: str, name: str, flavor: Any, **kwargs: Any) -> str:
+        """``Model.log`` to ``run_id`` with explicit requirements; returns the model URI."""
+        import keras
+        from mlflow.models import Model
+
+        # Created here so the logged model lands in the run's experiment: left to itself,
+        # Model.log picks the global experiment (Default) when no run is active.
+        logged = self.client.create_logged_model(
+            experiment_id=self.client.get_run(run_id).info.experiment_id, name=name,
+            source_run_id=run_id)
+        info = Model.log(artifact_path=None, name=name, flavor=flavor, run_id=run_id,
+                         model_id=logged.model_id, pip_requirements=_requirements(keras),
+                         **kwargs)
+        return str(info.model_uri)
 
     # -- Model Registry ---------------------------------------------------------------------
     def load_keras_model(self, model_uri: str) -> keras.Model:
@@ -253,19 +258,15 @@ class Tracker:
         import json
         import shutil
 
-        import keras
         import mlflow.pyfunc
         import numpy as np
-        from mlflow.models import Model, ModelSignature
+        from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
         import mltune.serving as serving
 
         signature = ModelSignature(outputs=Schema([TensorSpec(
             np.dtype(np.float32), (-1, len(class_names)), name="probabilities")]))
-        logged = self.client.create_logged_model(
-            experiment_id=self.client.get_run(run_id).info.experiment_id,
-            name="serving_model", source_run_id=run_id)
         with tempfile.TemporaryDirectory(prefix="mltune-serving-") as tmp:
             data = Path(tmp, "data")
             data.mkdir()
@@ -275,12 +276,10 @@ class Tracker:
             # Shipped under a name of its own, so loading needs no mltune installation.
             code = Path(tmp, "mltune_serving.py")
             shutil.copyfile(serving.__file__, code)
-            info = Model.log(
-                artifact_path=None, name="serving_model", flavor=mlflow.pyfunc, run_id=run_id,
-                loader_module="mltune_serving", data_path=str(data), code_paths=[str(code)],
-                signature=signature, input_example=example, model_id=logged.model_id,
-                pip_requirements=_requirements(keras))
-        return str(info.model_uri)
+            return self._log_to_run(
+                run_id, "serving_model", mlflow.pyfunc, loader_module="mltune_serving",
+                data_path=str(data), code_paths=[str(code)], signature=signature,
+                input_example=example)
 
     def register_version(self, name: str, model_uri: str, *, run_id: str,
                          tags: dict[str, Any], description: str) -> str:
