@@ -74,3 +74,14 @@ def machine_info(packages: Sequence[str]) -> dict[str, str]:
         info[pkg] = version(pkg)
     info["commit"] = git_state()
     return info
+
+
+def publish(section: str, heading: str, docs: Path | None) -> None:
+    """Print ``section`` and, unless ``docs`` is None, write it into that markdown file
+    (relative to the repo root) in place of its ``heading`` section."""
+    print()
+    print(section)
+    if docs is not None:
+        path = docs if docs.is_absolute() else REPO / docs
+        write_section(path, heading, section)
+        print(f"wrote {path}")

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, machine_info, write_section  # bench/_common.py
+from _common import fmt_table, machine_info, publish  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -734,12 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc_info = gc_probe()
 
     section = render(args, argv, info, warm, pairs, cli, gc_info)
-    print()
-    print(section)
-    if not args.no_docs:
-        docs = args.docs if args.docs.is_absolute() else REPO / args.docs
-        write_section(docs, SECTION, section)
-        print(f"wrote {docs}")
+    publish(section, SECTION, None if args.no_docs else args.docs)
     return 0
 
 

@@ -64,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import fmt_table, machine_info, write_section  # bench/_common.py
+from _common import fmt_table, machine_info, publish  # bench/_common.py
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
@@ -572,12 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     section = render(args, argv, info, pg, runs, time.perf_counter() - start)
-    print()
-    print(section)
-    if not args.no_docs:
-        docs = args.docs if args.docs.is_absolute() else REPO / args.docs
-        write_section(docs, SECTION, section)
-        print(f"wrote {docs}")
+    publish(section, SECTION, None if args.no_docs else args.docs)
     return 0
 
 
