@@ -22,9 +22,12 @@ from mltune.settings import SETTINGS, default_settings
 __all__ = [
     "BUILTIN_DATASETS",
     "METRICS",
+    "OBJECTIVE_METRICS",
+    "PRUNERS",
     "SAMPLERS",
     "Config",
     "DataConfig",
+    "ObjectiveSpec",
     "StudyConfig",
     "apply_overrides",
     "load_config",
@@ -33,17 +36,34 @@ __all__ = [
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+# What a trial can be judged by: a training metric (at the best epoch), the model's size, and
+# its inference time per image.
+OBJECTIVE_METRICS = (*METRICS, "params", "latency_ms")
 SAMPLERS = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 SECTIONS = ("study", "data", "training", "model", "search_space")
 
 
 @dataclass(frozen=True)
+class ObjectiveSpec:
+    metric: str
+    direction: str
+
+
+@dataclass(frozen=True)
 class StudyConfig:
+    """``metric``/``direction`` are those of the first (or only) objective: the training
+    metric that picks a trial's best epoch and that pruning watches."""
+
     name: str
     metric: str = "val_accuracy"
     direction: str = "maximize"
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = field(default_factory=dict)
+    objectives: tuple[ObjectiveSpec, ...] = ()
+    pruner: str = "none"
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    selection_tolerance: float = 0.002
     n_trials: int | None = None
     timeout: float | None = None
     seed: int | None = None
@@ -51,6 +71,18 @@ class StudyConfig:
     heartbeat_interval: int = 60
     grace_period: int | None = None
     retry_failed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.objectives:
+            object.__setattr__(self, "objectives", (ObjectiveSpec(self.metric, self.direction),))
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,7 @@ class Config:
     fixed: tuple[str, ...]
     raw: dict[str, Any]
     source: str
+    notes: tuple[str, ...] = ()  # advice found while validating (not errors)
 
     def params_for(self, sampled: dict[str, Any]) -> dict[str, Any]:
         """All settings of one trial: the fixed values with the sampled ones on top."""
@@ -259,7 +292,7 @@ class _Reader:
         if not ok:
             lo, hi = ("(", ")") if exclusive else ("[", "]")
             rng = f" in {lo}{low}, {high}{hi}" if low is not None and high is not None else (
-                f" > {low}" if low is not None else "")
+                f" {'>' if exclusive else '>='} {low}" if low is not None else "")
             raise self.error(key, f"must be a number{rng}, but got {value!r}")
         return float(value)
 
@@ -308,10 +341,12 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
                 raise space_reader.error(name, "grid search needs a finite set of values, but "
                                          "this float has no step; give step or use "
                                          "type: categorical")
-    from mltune.samplers import check_sampler
+    from mltune.samplers import check_pruner, check_sampler
 
+    notes: list[str] = []
     if for_study:
         check_sampler(study, space, source=source)
+        notes = check_pruner(study, space, settings, source=source)
     return Config(
         study=study,
         data=data,
@@ -320,30 +355,74 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
         fixed=tuple(explicit),
         raw=raw,
         source=source,
+        notes=tuple(notes),
     )
 
 
+def _default_direction(metric: str) -> str:
+    return "maximize" if metric.endswith("accuracy") else "minimize"
+
+
+def _parse_objectives(r: _Reader) -> tuple[ObjectiveSpec, ...] | None:
+    items = r.get("objectives")
+    if items is None:
+        return None
+    if "metric" in r.raw or "direction" in r.raw:
+        raise r.error("objectives", "give either study.metric (one objective) or "
+                      "study.objectives, not both")
+    if not isinstance(items, list) or not items:
+        raise r.error("objectives", "must be a non-empty list of {metric, direction}, "
+                      f"but got {items!r}")
+    specs: list[ObjectiveSpec] = []
+    for i, item in enumerate(items):
+        o = _Reader(item, f"{r.prefix}.objectives[{i}]", r.source)
+        o.only(["metric", "direction"])
+        allowed = METRICS if i == 0 else OBJECTIVE_METRICS
+        metric = o.string("metric", choices=allowed)
+        if metric is None:
+            raise o.error("metric", f"must be set: one of {', '.join(allowed)}")
+        direction = o.string("direction", _default_direction(metric),
+                             choices=("minimize", "maximize"))
+        if direction != _default_direction(metric):
+            raise o.error("direction", f"{metric} is to be {_default_direction(metric)}d, "
+                          f"but got {direction!r}, which would pick the worst model")
+        if any(s.metric == metric for s in specs):
+            raise o.error("metric", f"{metric} is already an objective")
+        specs.append(ObjectiveSpec(metric, direction))
+    return tuple(specs)
+
+
 def _parse_study(r: _Reader) -> StudyConfig:
-    r.only(["name", "metric", "direction", "sampler", "sampler_options", "n_trials", "timeout",
-            "seed", "experiment", "heartbeat_interval", "grace_period", "retry_failed"])
-    metric = r.string("metric", "val_accuracy", choices=METRICS)
-    default_direction = "minimize" if metric.endswith("loss") else "maximize"
-    direction = r.string("direction", default_direction, choices=("minimize", "maximize"))
-    if direction != default_direction:
-        raise r.error("direction", f"{metric} is to be {default_direction}d, but got "
-                      f"{direction!r}, which would pick the worst model")
-    options = r.get("sampler_options") or {}
-    if not isinstance(options, dict):
-        raise r.error("sampler_options", f"must be a mapping, but got {options!r}")
+    r.only(["name", "metric", "direction", "objectives", "sampler", "sampler_options",
+            "pruner", "pruner_options", "selection_tolerance", "n_trials", "timeout", "seed",
+            "experiment", "heartbeat_interval", "grace_period", "retry_failed"])
+    objectives = _parse_objectives(r)
+    if objectives is None:
+        metric = r.string("metric", "val_accuracy", choices=METRICS)
+        direction = r.string("direction", _default_direction(metric),
+                             choices=("minimize", "maximize"))
+        if direction != _default_direction(metric):
+            raise r.error("direction", f"{metric} is to be {_default_direction(metric)}d, but "
+                          f"got {direction!r}, which would pick the worst model")
+        objectives = (ObjectiveSpec(metric, direction),)
+    options = {}
+    for key in ("sampler_options", "pruner_options"):
+        options[key] = r.get(key) or {}
+        if not isinstance(options[key], dict):
+            raise r.error(key, f"must be a mapping, but got {options[key]!r}")
     name = r.string("name")
     if name is None:
         raise r.error("name", "must be set")
     return StudyConfig(
         name=name,
-        metric=metric,
-        direction=direction,
+        metric=objectives[0].metric,
+        direction=objectives[0].direction,
+        objectives=objectives,
         sampler=r.string("sampler", "tpe", choices=SAMPLERS),
-        sampler_options=dict(options),
+        sampler_options=dict(options["sampler_options"]),
+        pruner=r.string("pruner", "none", choices=PRUNERS),
+        pruner_options=dict(options["pruner_options"]),
+        selection_tolerance=r.number("selection_tolerance", 0.002, low=0.0, high=None),
         n_trials=r.integer("n_trials", low=1),
         timeout=r.number("timeout", low=0.0, high=None, exclusive=True),
         seed=r.integer("seed"),

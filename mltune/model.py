@@ -26,7 +26,23 @@ def build_model(
     num_classes: int,
     pixel_max: float = 255.0,
 ) -> keras.Model:
-    """A Conv-[BN]-Act(-Conv...)-Pool stack per block, then Dense layers with softmax."""
+    """A Conv-[BN]-Act(-Conv...)-Pool stack per block, then Dense layers with softmax.
+
+    With ``mixed_precision`` the layers compute in float16 and keep float32 weights; the
+    softmax stays float32 (Keras then scales the loss when the model is compiled).
+    """
+    if not settings.get("mixed_precision"):
+        return _build(settings, input_shape, num_classes, pixel_max)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        return _build(settings, input_shape, num_classes, pixel_max)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build(settings: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int,
+           pixel_max: float) -> keras.Model:
     l2 = float(settings["l2"])
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
     inputs = keras.Input(shape=input_shape, name="image")
@@ -55,5 +71,6 @@ def build_model(
         x = _activation(settings["activation"])(x)
         if settings["dropout"] > 0:
             x = keras.layers.Dropout(settings["dropout"])(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities",
+                                 dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mltune_cnn")

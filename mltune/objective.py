@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from mltune.errors import NonFiniteLossError
 from mltune.search_space import suggest_all
+from mltune.selection import best_trial, dominates, values_of
 
 if TYPE_CHECKING:
     from mltune.config import Config
@@ -28,6 +30,8 @@ MODEL_URI_ATTR = "mlflow_model_uri"
 
 WORKER_ATTR = "mltune_worker"
 ERROR_ATTR = "mltune_error"
+EPOCHS_ATTR = "epochs_run"  # epochs a trial trained, pruned ones included
+PRUNED_TAG = "mltune.pruned_at_epoch"
 
 
 def worker_id() -> str:
@@ -68,10 +72,11 @@ class Objective:
         self.finished = 0  # trials this process ran to an end
         self.fatal: Exception | None = None  # stops the study: the tracking server is gone
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         from mltune.trainer import release
 
         cfg, data = self.config, self.data
+        sc = cfg.study
         if self.queue_only and "fixed_params" not in trial.study._storage.get_trial_system_attrs(
                 trial._trial_id):
             trial.study.stop()
@@ -91,23 +96,43 @@ class Objective:
         trial.set_user_attr(WORKER_ATTR, worker_id())
         self.progress.trial_started(trial.number, sampled)
         epochs = int(settings["epochs"])
+        prune = sc.pruner != "none"
+        seen: dict[str, float] = {}  # how far training got: epochs, best value so far
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             self.tracker.log_metrics(run_id, metrics, step=epoch)
             self.progress.epoch_ended(trial.number, epoch, epochs, metrics)
+            seen["epochs"] = epoch + 1
+            value = metrics[sc.metric]
+            if not math.isfinite(value):
+                return  # never reported: no NaN reaches the storage
+            if "best" not in seen or (value > seen["best"] if sc.direction == "maximize"
+                                      else value < seen["best"]):
+                seen["best"] = value
+            if prune:
+                # The step is the number of epochs trained: Hyperband's resource.
+                trial.report(value, epoch + 1)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}: "
+                                             f"{sc.metric}={value:.4f}")
 
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
-            seed = None if cfg.study.seed is None else cfg.study.seed + trial.number
-            model, result = fit_and_log(settings, data, self.tracker, run_id, cfg.study.metric,
-                                        cfg.study.direction, on_epoch, seed)
-            # Only a trial that beats the study's best so far logs its model, so model logging
-            # costs a few calls per study rather than one per trial.
-            if math.isfinite(result.best_value) and self._is_new_best(trial.study,
-                                                                      result.best_value):
+            seed = None if sc.seed is None else sc.seed + trial.number
+            model, result = fit_and_log(settings, data, self.tracker, run_id, sc.metric,
+                                        sc.direction, on_epoch, seed)
+            values = self._values(model, result, run_id)
+            # Only a trial that beats the study's best so far (or, with several objectives,
+            # joins the Pareto front) logs its model, so model logging costs a few calls per
+            # study rather than one per trial.
+            if all(map(math.isfinite, values)) and self._is_new_best(trial.study, values):
                 self._log_model(trial, run_id, model)
-            return result.best_value
-        except optuna.TrialPruned:
+            return values if sc.multi_objective else values[0]
+        except optuna.TrialPruned as e:
+            self.progress.message(f"trial {trial.number}: {e}")
+            self.tracker.set_tags(run_id, {PRUNED_TAG: str(seen.get("epochs", 0))})
+            if "best" in seen:
+                self.tracker.log_metrics(run_id, {f"best_{sc.metric}": seen["best"]})
             raise
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
@@ -116,11 +141,34 @@ class Objective:
                 # Marks a trial that failed by itself, not one lost with its worker or server.
                 trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
                 self.tracker.log_error(run_id, e)
-                if out_of_memory(e):  # this trial's model was too big: the worker goes on
-                    self.tracker.set_tags(run_id, {"mltune.error_kind": "out_of_memory"})
+                kind = ("out_of_memory" if out_of_memory(e) else "non_finite_loss"
+                        if isinstance(e, NonFiniteLossError) else None)
+                if kind:  # this trial alone is at fault: the worker goes on
+                    self.tracker.set_tags(run_id, {"mltune.error_kind": kind})
             raise
         finally:
+            if self.fatal is None:
+                trial.set_user_attr(EPOCHS_ATTR, int(seen.get("epochs", 0)))
             release()
+
+    def _values(self, model: Any, result: Any, run_id: str) -> list[float]:
+        """The trial's value for each objective: a training metric at the best epoch, the
+        model's parameter count, or its inference time per image."""
+        from mltune.trainer import latency_ms
+
+        values = []
+        for o in self.config.study.objectives:
+            if o.metric == "params":
+                values.append(float(model.count_params()))
+            elif o.metric == "latency_ms":
+                ms = latency_ms(model, self.data.x_val)
+                self.tracker.log_metrics(run_id, {"latency_ms": ms})
+                values.append(ms)
+            elif o.metric == self.config.study.metric:
+                values.append(result.best_value)
+            else:
+                values.append(result.history[o.metric][result.best_epoch])
+        return values
 
     def _stop_if_tracking_down(self, trial: optuna.Trial, error: Exception) -> None:
         """MLflow retries a request for a while (MLFLOW_HTTP_REQUEST_MAX_RETRIES), so a brief
@@ -142,12 +190,16 @@ class Objective:
             return
         trial.set_user_attr(MODEL_URI_ATTR, uri)
 
-    def _is_new_best(self, study: optuna.Study, value: float) -> bool:
+    def _is_new_best(self, study: optuna.Study, values: list[float]) -> bool:
+        sc = self.config.study
+        if sc.multi_objective:
+            front = (v for t in study.get_trials(deepcopy=False) if (v := values_of(t)))
+            return not any(dominates(v, values, sc.directions) or v == values for v in front)
         try:
             best = study.best_value
         except ValueError:  # no completed trial yet
             return True
-        return value > best if self.config.study.direction == "maximize" else value < best
+        return values[0] > best if sc.direction == "maximize" else values[0] < best
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: the run's status follows the trial's final state."""
@@ -163,18 +215,11 @@ class Objective:
         if run_id:
             self.tracker.set_tags(run_id, {"mltune.state": state})
             self.tracker.end_run(run_id, RUN_STATUS[state])
-        best = _best(study)
+        best = best_trial(study, self.config.study)
         detail = self.errors.get(trial.number, "") if state == "FAIL" else ""
-        self.progress.trial_finished(trial.number, state, trial.value, detail, best)
-
-
-def _best(study: optuna.Study) -> tuple[int, float] | None:
-    try:
-        t = study.best_trial
-    except ValueError:
-        return None
-    value: Any = t.value
-    return (t.number, float(value))
+        value = trial.values[0] if trial.values else None
+        self.progress.trial_finished(trial.number, state, value, detail,
+                                     (best.number, best.values[0]) if best else None)
 
 
 def prepare(config: Config, tracking_uri: str | None) -> tuple[Tracker, Dataset]:

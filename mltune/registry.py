@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from mltune.config import parse_config
 from mltune.errors import ConfigError, MltuneError
 from mltune.objective import MODEL_URI_ATTR, RUN_ID_ATTR
+from mltune.selection import best_trial
+from mltune.selection import rule as selection_rule
 from mltune.study import CONFIG_ATTR, PARENT_RUN_ATTR, load_study
 from mltune.tracking import CHALLENGER, CHAMPION, Tracker
 
@@ -39,10 +41,11 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     from mltune.trainer import evaluate, release
 
     study = load_study(study_name, storage)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise MltuneError(f"study {study_name!r} has no completed trial to register") from None
+    config = parse_config(study.user_attrs[CONFIG_ATTR], source=f"study {study_name!r}",
+                          for_study=False)
+    best = best_trial(study, config.study)
+    if best is None:
+        raise MltuneError(f"study {study_name!r} has no completed trial to register")
     run_id = best.user_attrs.get(RUN_ID_ATTR)
     keras_uri = best.user_attrs.get(MODEL_URI_ATTR)
     if not run_id or not keras_uri:
@@ -60,8 +63,6 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
                             model_uri=str(v.source), test_metrics={}, previous_champion=None,
                             already_registered=True)
 
-    config = parse_config(study.user_attrs[CONFIG_ATTR], source=f"study {study_name!r}",
-                          for_study=False)
     configure_gpus()
     data = load_data(config.data, seed=config.study.seed)
     model = tracker.load_keras_model(keras_uri)
@@ -74,19 +75,20 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     release()
 
     parent = study.user_attrs.get(PARENT_RUN_ATTR, "")
-    metric = config.study.metric
+    values = {o.metric: v for o, v in zip(config.study.objectives, best.values, strict=True)}
     tags = {
         "mltune.study_name": study_name,
         "mltune.parent_run_id": parent,
         "mltune.run_id": run_id,
         "mltune.trial_number": best.number,
-        f"mltune.{metric}": best.value,
+        "mltune.selection_rule": selection_rule(config.study),
+        **{f"mltune.{k}": v for k, v in values.items()},
         **test,
     }
     description = (
         f"Trial {best.number} of Optuna study '{study_name}' (MLflow parent run {parent}, "
-        f"trial run {run_id}): {metric}={best.value:.4f}, "
-        + ", ".join(f"{k}={v:.4f}" for k, v in test.items())
+        f"trial run {run_id}), chosen as the {selection_rule(config.study)}: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in {**values, **test}.items())
         + f", on {len(data.y_test)} held-out test images. Predicts class probabilities for "
         f"raw images of shape {data.input_shape} (uint8 or float; the channel axis may be "
         "left out for one channel).")

@@ -31,12 +31,17 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("user_attrs_")])
     if "duration" in frame:
         frame["duration"] = frame["duration"].dt.total_seconds().round(2)
-    first = [c for c in ("number", "state", "value") if c in frame]
+    values = [c for c in frame.columns if c == "value" or c.startswith("values_")]
+    first = [c for c in ("number", "state", *values) if c in frame]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 
-def write_report(study: optuna.Study, folder: Path) -> list[str]:
-    """Write ``trials.csv`` and the plots that the study's trials allow; return the names."""
+def write_report(study: optuna.Study, folder: Path, metrics: list[str] | None = None
+                 ) -> list[str]:
+    """Write ``trials.csv`` and the plots that the study's trials allow; return the names.
+
+    ``metrics`` names the objectives; with several, the plots show the first, and
+    ``pareto_front.png`` shows the trade-off (two or three objectives)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     table = trials_table(study)
@@ -52,16 +57,23 @@ def write_report(study: optuna.Study, folder: Path) -> list[str]:
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
+    metrics = metrics or ["value"]
+    kwargs: dict[str, Any] = {}
+    if len(study.directions) > 1:
+        kwargs = {"target": lambda t: t.values[0], "target_name": metrics[0]}
     plots: dict[str, Any] = {"optimization_history": ovm.plot_optimization_history}
-    if len(complete) >= 2 and study.best_trial.params:
+    if len(complete) >= 2 and complete[0].params:
         plots["parallel_coordinate"] = ovm.plot_parallel_coordinate
         plots["param_importances"] = ovm.plot_param_importances
+    if 2 <= len(study.directions) <= 3:
+        plots["pareto_front"] = lambda study, **_: ovm.plot_pareto_front(
+            study, target_names=metrics)
     (folder / "plots").mkdir(exist_ok=True)
     for name, plot in plots.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = plot(study)
+                ax = plot(study, **kwargs)
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(10, 6)
             fig.tight_layout()

@@ -1,9 +1,11 @@
-"""Optuna samplers by name, checked at validation time and built once per study."""
+"""Optuna samplers and pruners by name, checked at validation time and built once per
+study."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import math
 from typing import TYPE_CHECKING, Any
 
 from mltune.errors import ConfigError
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
 
     from mltune.config import StudyConfig
 
-__all__ = ["check_sampler", "create_sampler"]
+__all__ = ["check_pruner", "check_sampler", "create_pruner", "create_sampler"]
 
 # Packages a sampler needs beyond Optuna, and the extra that installs them.
 _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -69,6 +71,10 @@ def check_sampler(study: StudyConfig, space: SearchSpace, *, source: str) -> Non
     if not space:
         raise ConfigError("search_space", "must name at least one setting to search (every "
                           "setting it names is fixed under model: or training:)", source=source)
+    if study.multi_objective and name == "cmaes":
+        raise ConfigError("study.sampler", "sampler 'cmaes' cannot run a multi-objective "
+                          "study (study.objectives); use tpe, gp, random, grid or qmc",
+                          source=source)
     if study.n_trials is None and study.timeout is None and name != "grid":
         raise ConfigError("study.n_trials", f"must be set (or study.timeout) for sampler "
                           f"{name!r}; only grid search ends by itself", source=source)
@@ -84,3 +90,115 @@ def check_sampler(study: StudyConfig, space: SearchSpace, *, source: str) -> Non
     except (TypeError, ValueError) as e:
         raise ConfigError("study.sampler_options", f"sampler {name!r} rejects them: {e}",
                           source=source) from None
+
+
+def _pruner_class(name: str) -> Any:
+    import optuna
+
+    return {
+        "none": optuna.pruners.NopPruner,
+        "median": optuna.pruners.MedianPruner,
+        "percentile": optuna.pruners.PercentilePruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "hyperband": optuna.pruners.HyperbandPruner,
+    }[name]
+
+
+def _max_epochs(settings: dict[str, Any], space: SearchSpace) -> int:
+    """The most epochs a trial can train: a searched ``epochs`` at its highest."""
+    param = space.get("epochs")
+    high = getattr(param, "high", None)
+    if high is None and param is not None:
+        high = max(param.grid() or [settings["epochs"]])
+    return int(high if high is not None else settings["epochs"])
+
+
+def _pruner_kwargs(study: StudyConfig, max_epochs: int) -> dict[str, Any]:
+    kwargs = dict(study.pruner_options)
+    if study.pruner == "hyperband":
+        # A trial's resource is the number of epochs it has trained (the step it reports).
+        kwargs.setdefault("min_resource", 1)
+        kwargs.setdefault("max_resource", max_epochs)
+    return kwargs
+
+
+def create_pruner(study: StudyConfig, settings: dict[str, Any], space: SearchSpace
+                  ) -> optuna.pruners.BasePruner:
+    """The pruner named by ``study.pruner``; trials report their metric once per epoch, with
+    the number of epochs trained as the step."""
+    return _pruner_class(study.pruner)(**_pruner_kwargs(study, _max_epochs(settings, space)))
+
+
+def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any], *,
+                 source: str) -> list[str]:
+    """Raise :class:`ConfigError` unless :func:`create_pruner` will succeed; return advice
+    on combinations that work but waste the pruner (or the sampler)."""
+    name = study.pruner
+    if study.multi_objective and (name != "none" or study.pruner_options):
+        raise ConfigError("study.pruner", "pruning is not offered for multi-objective studies "
+                          "(study.objectives): Optuna cannot report intermediate values of "
+                          "several objectives; remove study.pruner or keep one objective",
+                          source=source)
+    allowed = [p for p in inspect.signature(_pruner_class(name).__init__).parameters
+               if p != "self"]
+    for key in study.pruner_options:
+        if key not in allowed:
+            known = f"its options: {', '.join(allowed)}" if allowed else "it takes none"
+            raise ConfigError(f"study.pruner_options.{key}", f"is not an option of pruner "
+                              f"{name!r}; {known}", source=source)
+    if name == "percentile" and "percentile" not in study.pruner_options:
+        raise ConfigError("study.pruner_options.percentile", "must be set for pruner "
+                          "'percentile' (e.g. 25.0: prune a trial below the 25th percentile of "
+                          "the trials at the same epoch)", source=source)
+    max_epochs = _max_epochs(settings, space)
+    if name == "hyperband":  # HyperbandPruner checks these only when it first prunes
+        _check_hyperband(_pruner_kwargs(study, max_epochs), source)
+    try:
+        create_pruner(study, settings, space)
+    except (TypeError, ValueError) as e:
+        raise ConfigError("study.pruner_options", f"pruner {name!r} rejects them: {e}",
+                          source=source) from None
+    notes: list[str] = []
+    if name == "none":
+        return notes
+    if max_epochs <= 1:
+        notes.append(f"pruner {name!r} has nothing to save: trials train {max_epochs} epoch, "
+                     "and pruning acts between epochs")
+    startup = study.pruner_options.get("n_startup_trials", 5)
+    if name in ("median", "percentile") and study.n_trials is not None and (
+            study.n_trials <= startup):
+        notes.append(f"pruner {name!r} prunes nothing in the first {startup} trials "
+                     f"(n_startup_trials), and the study has {study.n_trials}")
+    if name == "hyperband" and study.sampler == "tpe":
+        kwargs = _pruner_kwargs(study, max_epochs)
+        rf = kwargs.get("reduction_factor", 3)
+        lo, hi = kwargs["min_resource"], kwargs["max_resource"]
+        brackets = math.floor(math.log(hi / lo, rf)) + 1 if hi != "auto" else 1
+        tpe_startup = study.sampler_options.get("n_startup_trials", 10)
+        needed = tpe_startup * brackets
+        if study.n_trials is None or study.n_trials < needed:
+            have = (f"the study has {study.n_trials}" if study.n_trials is not None
+                    else "set n_trials to at least that")
+            notes.append(f"TPE with the hyperband pruner samples at random until each of "
+                         f"hyperband's {brackets} brackets has {tpe_startup} trials "
+                         f"(sampler_options.n_startup_trials): about {needed} trials before "
+                         f"TPE starts, and {have}; lower n_startup_trials (e.g. "
+                         f"{max(2, tpe_startup // brackets)}) or raise n_trials")
+    return notes
+
+
+def _check_hyperband(kwargs: dict[str, Any], source: str) -> None:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    lo, hi, rf = kwargs["min_resource"], kwargs["max_resource"], kwargs.get(
+        "reduction_factor", 3)
+    if not is_int(lo) or lo < 1:
+        raise ConfigError("study.pruner_options.min_resource", "must be an integer >= 1 (epochs), "
+                          f"but got {lo!r}", source=source)
+    if hi != "auto" and (not is_int(hi) or hi < lo):
+        raise ConfigError("study.pruner_options.max_resource", f"must be an integer >= "
+                          f"min_resource ({lo}) or 'auto', but got {hi!r}", source=source)
+    if not is_int(rf) or rf < 2:
+        raise ConfigError("study.pruner_options.reduction_factor", "must be an integer >= 2, "
+                          f"but got {rf!r}", source=source)

@@ -18,7 +18,7 @@ LR_SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "silu", "swish", "tanh", "leaky_relu")
 POOLINGS = ("max", "avg")
 
-Kind = Literal["int", "float", "bool", "str"]
+Kind = Literal["int", "float", "bool", "str", "choice"]
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,17 @@ class Setting:
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif self.kind == "float":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        else:
+        elif self.kind == "str":
             ok = isinstance(value, str)
+        else:  # "choice": any of ``choices``, whatever its type
+            ok = True
         if not ok:
             return f"must be of type {self.kind}, but got {value!r}"
-        if self.choices is not None and value not in self.choices:
-            return f"must be one of {', '.join(map(str, self.choices))}, but got {value!r}"
+        if self.choices is not None and not any(
+                value == c and type(value) is type(c) for c in self.choices):
+            shown = ", ".join(str(c).lower() if isinstance(c, bool) else str(c)
+                              for c in self.choices)
+            return f"must be one of {shown}, but got {value!r}"
         if self.kind in ("int", "float"):
             if not math.isfinite(value):
                 return f"must be finite, but got {value!r}"
@@ -110,6 +115,12 @@ SETTINGS: dict[str, Setting] = {
         _s("early_stopping_patience", "training", "int", None,
            "stop after this many epochs without improvement of the study metric "
            "(null: never stop early)", low=0, high=100000, nullable=True),
+        _s("mixed_precision", "training", "bool", False,
+           "mixed float16 compute with float32 weights (Keras policy mixed_float16): faster "
+           "on GPUs with tensor cores, slower on CPUs"),
+        _s("jit_compile", "training", "choice", "auto",
+           "compile the train step with XLA: true, false or auto (Keras decides)",
+           choices=(True, False, "auto")),
     ]
 }
 

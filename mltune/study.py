@@ -27,8 +27,10 @@ from mltune.errors import ConfigError, MltuneError
 from mltune.objective import ERROR_ATTR, RUN_ID_ATTR, WORKER_ATTR, Objective, prepare
 from mltune.progress import PlainProgress
 from mltune.report import trials_table, write_report
-from mltune.samplers import create_sampler
+from mltune.samplers import create_pruner, create_sampler
 from mltune.search_space import grid_of, grid_size
+from mltune.selection import best_trial as choose_best
+from mltune.selection import rule as selection_rule
 from mltune.tracking import RUN_STATUS, Tracker, project_run_id
 from mltune.urls import redact
 
@@ -71,9 +73,11 @@ def open_storage(url: str | None, *, heartbeat: tuple[int, int | None] | None = 
     try:
         if "://" in url:
             interval, grace = heartbeat if heartbeat else (None, None)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
-                grace_period=grace, heartbeat_stale_trial_callback=on_stale)
+            with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=interval,
+                    grace_period=grace, heartbeat_stale_trial_callback=on_stale)
         path = Path(url)
         if not path.parent.is_dir():
             raise ConfigError("--storage", f"the folder of {shown} does not exist")
@@ -87,12 +91,12 @@ def open_storage(url: str | None, *, heartbeat: tuple[int, int | None] | None = 
         raise ConfigError("--storage", f"cannot open Optuna storage {shown}: {reason}") from None
 
 
-def _existing_direction(storage: optuna.storages.BaseStorage, name: str) -> str | None:
+def _existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return None
-    return storage.get_study_directions(study_id)[0].name.lower()
+    return [d.name.lower() for d in storage.get_study_directions(study_id)]
 
 
 def tune(
@@ -104,6 +108,7 @@ def tune(
     workers: int = 1,
     gpus: list[str] | None = None,
     trials_per_gpu: int = 1,
+    callbacks: tuple[Callable[[optuna.Study, optuna.trial.FrozenTrial], None], ...] = (),
 ) -> StudyResult:
     """Run (or resume) the study described by ``config``; every trial is an MLflow run.
 
@@ -111,22 +116,31 @@ def tune(
     store, the data, the storage and the study's direction. With ``workers`` > 1, that many
     ``mltune worker`` processes share the study (through its storage) and this process
     waits for them. ``gpus`` starts ``trials_per_gpu`` workers per listed GPU, each seeing
-    only its GPU and, when they share one, a share of its memory.
+    only its GPU and, when they share one, a share of its memory. ``callbacks`` are Optuna
+    trial callbacks ``f(study, trial)`` run in this process after each trial (one worker).
     """
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
+    for note in config.notes:
+        progress.message(f"note: {note}")
     tracker, data = prepare(config, tracking_uri)
     store, on_stale = _trial_storage(sc, storage, tracker)
-    existing = _existing_direction(store, sc.name)
-    if existing is not None and existing != sc.direction:
-        raise ConfigError("study.direction", f"study {sc.name!r} already exists in the "
-                          f"storage with direction {existing}, but got {sc.direction}",
-                          source=config.source)
+    existing = _existing_directions(store, sc.name)
+    if existing is not None and existing != sc.directions:
+        key = "study.objectives" if sc.multi_objective or len(existing) > 1 else "study.direction"
+        raise ConfigError(key, f"study {sc.name!r} already exists in the storage with "
+                          f"direction(s) {', '.join(existing)}, but got "
+                          f"{', '.join(sc.directions)}", source=config.source)
 
     sampler = create_sampler(sc, config.search_space)
     study = optuna.create_study(storage=store, sampler=sampler, study_name=sc.name,
-                                direction=sc.direction,  # type: ignore[arg-type]
-                                load_if_exists=True)
+                                directions=sc.directions,  # type: ignore[arg-type]
+                                load_if_exists=True,
+                                pruner=create_pruner(sc, config.settings, config.search_space))
+    if sc.multi_objective:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in sc.objectives])
     recover_lost_trials(study, tracker, on_stale)
     done = len(study.trials)
     tags = {
@@ -134,6 +148,7 @@ def tune(
         "mltune.sampler": sc.sampler,
         "mltune.metric": sc.metric,
         "mltune.direction": sc.direction,
+        "mltune.pruner": sc.pruner,
         "mltune.version": __version__,
         "mltune.storage": redact(storage or DEFAULT_STORAGE),
     }
@@ -156,13 +171,17 @@ def tune(
     if len(slots) != 1 or gpus:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             slots, storage, tracking_uri)
+    if sc.multi_objective:
+        tracker.set_tags(parent_run_id, {"mltune.objectives": ", ".join(
+            f"{o.metric} ({o.direction})" for o in sc.objectives)})
     status = "FAILED"
     try:
         progress.study_started(sc.name, n_trials, done)
         if n_trials == 0:
             progress.message(f"study {sc.name}: every point of the grid has been tried")
         else:
-            _optimize(study, objective, tracker, n_trials=n_trials, timeout=sc.timeout)
+            _optimize(study, objective, tracker, callbacks=callbacks, n_trials=n_trials,
+                      timeout=sc.timeout)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -257,7 +276,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
                          f"workers with: mltune worker --study-name {config.study.name} "
                          f"--storage {redact(url)} --tracking-uri {redact(tracker.uri)}")
         progress.close()
-        return _result(study, tracker, parent_run_id)
+        return _result(study, tracker, parent_run_id, config.study)
     progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
     procs = [subprocess.Popen(command, env={**env, **slot}) for slot in slots]
     status = "FINISHED"
@@ -339,7 +358,8 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     # A grid study was enqueued whole; the sampler only matters for trials outside the queue.
     sampler = (optuna.samplers.RandomSampler(seed=seed) if grid_queue
                else create_sampler(worker_sc, config.search_space))
-    study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler)
+    study = optuna.load_study(study_name=study_name, storage=store, sampler=sampler,
+                              pruner=create_pruner(sc, config.settings, config.search_space))
     recover_lost_trials(study, tracker, on_stale)
     objective = Objective(config, data, tracker, parent_run_id, progress, tags=_trial_tags(sc),
                           queue_only=grid_queue)
@@ -456,12 +476,9 @@ def _close_orphans(study: optuna.Study, tracker: Tracker, open_runs: dict[int, s
         del open_runs[number]
 
 
-def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> StudyResult:
-    best_trial: Any = None
-    try:
-        best_trial = study.best_trial
-    except ValueError:
-        pass
+def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str, sc: StudyConfig
+            ) -> StudyResult:
+    best_trial: Any = choose_best(study, sc)
     states: dict[str, int] = {}
     for t in study.trials:
         states[t.state.name] = states.get(t.state.name, 0) + 1
@@ -471,7 +488,7 @@ def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> StudyR
         experiment_id=tracker.ensure_experiment(),
         n_trials=len(study.trials),
         best_trial=best_trial.number if best_trial else None,
-        best_value=float(best_trial.value) if best_trial else None,
+        best_value=float(best_trial.values[0]) if best_trial else None,
         best_run_id=best_trial.user_attrs.get(RUN_ID_ATTR) if best_trial else None,
         states=states,
     )
@@ -479,16 +496,28 @@ def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str) -> StudyR
 
 def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, config: Config,
                    status: str) -> StudyResult:
-    """The study's summary on its parent run (best trial, counts, table, plots); then end it."""
-    result = _result(study, tracker, parent_run_id)
+    """The study's summary on its parent run (best trial, counts, table, plots); then end it.
+
+    With several objectives, every completed trial's run is tagged ``mltune.pareto_front``
+    (true or false), and the best trial is the one :mod:`mltune.selection` chooses."""
+    sc = config.study
+    result = _result(study, tracker, parent_run_id, sc)
     if result.best_trial is not None and result.best_value is not None:
+        best = study.trials[result.best_trial]
         tracker.set_tags(parent_run_id, {"mltune.best_trial": result.best_trial,
-                                         "mltune.best_run_id": result.best_run_id or ""})
-        tracker.log_metrics(parent_run_id, {f"best_{config.study.metric}": result.best_value})
+                                         "mltune.best_run_id": result.best_run_id or "",
+                                         "mltune.selection_rule": selection_rule(sc)})
+        tracker.log_metrics(parent_run_id, {f"best_{o.metric}": v for o, v in
+                                            zip(sc.objectives, best.values, strict=True)})
+    if sc.multi_objective:
+        front = {t.number for t in study.best_trials}
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if run_id := t.user_attrs.get(RUN_ID_ATTR):
+                tracker.set_tags(run_id, {"mltune.pareto_front": str(t.number in front).lower()})
     tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v
                                         for k, v in result.states.items()})
     with tempfile.TemporaryDirectory(prefix="mltune-report-") as folder:
-        write_report(study, Path(folder))
+        write_report(study, Path(folder), [o.metric for o in sc.objectives])
         tracker.log_artifacts(parent_run_id, folder)
     tracker.end_run(parent_run_id, status)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -186,20 +187,30 @@ def test_tiny_study_helper_is_valid(write_study) -> None:
     assert set(cfg.search_space) == {"learning_rate", "filters"}
 
 
-def test_nan_loss_fails_the_trial_and_the_study_goes_on(write_study, stores) -> None:
+def test_nan_loss_fails_the_trial_at_once_and_the_study_goes_on(write_study, stores) -> None:
     # Plain SGD at learning rate 10 with a strong L2 penalty blows the weights up within the
     # first epoch; without the penalty the same run stays finite.
-    path = write_study(study={"sampler": "grid", "n_trials": None, "name": "nan"},
-                       training={"optimizer": "sgd", "learning_rate": 10.0, "batch_size": 8},
+    path = write_study(study={"sampler": "grid", "n_trials": None, "name": "nan",
+                              "pruner": "median"},
+                       training={"optimizer": "sgd", "learning_rate": 10.0, "batch_size": 8,
+                                 "epochs": 3},
                        search_space={"l2": {"type": "categorical", "choices": [0.0, 1.0]}})
     result = tune(load_config(path), **stores)
     assert result.states == {"COMPLETE": 1, "FAIL": 1}
     study = load_study("nan", stores["storage"])
     failed = next(t for t in study.trials if t.params["l2"] == 1.0)
-    assert failed.state.name == "FAIL" and failed.value is None
-    run = MlflowClient(stores["tracking_uri"]).get_run(failed.user_attrs["mlflow_run_id"])
+    # Stopped inside its first epoch: no epoch ended, nothing (no NaN) reached the storage.
+    assert failed.state.name == "FAIL" and failed.values is None
+    assert failed.intermediate_values == {} and failed.user_attrs["epochs_run"] == 0
+    client = MlflowClient(stores["tracking_uri"])
+    run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED"
-    assert run.data.tags["mltune.error"] == "NonFiniteLossError: loss became nan in epoch 0"
+    assert re.fullmatch(r"NonFiniteLossError: loss became nan at batch \d+ of epoch 1",
+                        run.data.tags["mltune.error"]), run.data.tags["mltune.error"]
+    assert run.data.tags["mltune.error_kind"] == "non_finite_loss"
+    assert "val_loss" not in run.data.metrics and "loss" not in run.data.metrics
+    ok = next(t for t in study.trials if t.params["l2"] == 0.0)
+    assert ok.user_attrs["epochs_run"] == 3 and sorted(ok.intermediate_values) == [1, 2, 3]
 
 
 def test_same_seed_same_trials(write_study, tmp_path) -> None:
