@@ -172,7 +172,11 @@ def tune(
                            workers=workers, gpus=gpu_list, trials_per_gpu=trials_per_gpu)
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
         typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
-        if result.best_trial is not None:
+        if result.best_trial is not None and cfg.study.multi_objective:
+            values = ", ".join(f"{k}={v:.4g}" for k, v in result.best_values.items())
+            typer.echo(f"best trial {result.best_trial} ({result.selection_rule}): {values}; "
+                       f"MLflow run {result.best_run_id}")
+        elif result.best_trial is not None:
             typer.echo(f"best {cfg.study.metric}={result.best_value:.4f}: trial "
                        f"{result.best_trial}, MLflow run {result.best_run_id}")
         typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "

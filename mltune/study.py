@@ -54,6 +54,8 @@ class StudyResult:
     best_value: float | None
     best_run_id: str | None
     states: dict[str, int]
+    best_values: dict[str, float]  # each objective's value on the best trial
+    selection_rule: str  # how the best trial was chosen, in words
 
 
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -491,6 +493,9 @@ def _result(study: optuna.Study, tracker: Tracker, parent_run_id: str, sc: Study
         best_value=float(best_trial.values[0]) if best_trial else None,
         best_run_id=best_trial.user_attrs.get(RUN_ID_ATTR) if best_trial else None,
         states=states,
+        best_values={o.metric: float(v) for o, v in zip(sc.objectives, best_trial.values,
+                                                         strict=True)} if best_trial else {},
+        selection_rule=selection_rule(sc),
     )
 
 
@@ -503,12 +508,11 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
     sc = config.study
     result = _result(study, tracker, parent_run_id, sc)
     if result.best_trial is not None and result.best_value is not None:
-        best = study.trials[result.best_trial]
         tracker.set_tags(parent_run_id, {"mltune.best_trial": result.best_trial,
                                          "mltune.best_run_id": result.best_run_id or "",
-                                         "mltune.selection_rule": selection_rule(sc)})
-        tracker.log_metrics(parent_run_id, {f"best_{o.metric}": v for o, v in
-                                            zip(sc.objectives, best.values, strict=True)})
+                                         "mltune.selection_rule": result.selection_rule})
+        tracker.log_metrics(parent_run_id, {f"best_{k}": v for k, v in
+                                            result.best_values.items()})
     if sc.multi_objective:
         front = {t.number for t in study.best_trials}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):

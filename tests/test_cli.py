@@ -136,6 +136,31 @@ def test_tune_then_trials_in_three_formats(write_study, stores) -> None:
     assert len(out.splitlines()) == 3
 
 
+def test_tpe_with_hyperband_notes_its_startup_trials(write_study, stores) -> None:
+    code, out, err = invoke("tune", write_study(study={"n_trials": 2, "name": "hb"},
+                                                training={"epochs": 2}),
+                            "--sampler", "tpe", "--set", "study.pruner=hyperband",
+                            *store_args(stores))
+    assert code == 0, out + err
+    assert ("note: TPE with the hyperband pruner samples at random until each of hyperband's "
+            "1 brackets has 10 trials") in out
+    assert "study hb: 2 trials" in out
+
+
+def test_multi_objective_study_reports_its_choice_and_both_values(write_study, stores
+                                                                  ) -> None:
+    objectives = [{"metric": "val_accuracy"}, {"metric": "params"}]
+    code, out, err = invoke("tune", write_study(study={"n_trials": 2, "name": "mo",
+                                                       "objectives": objectives}),
+                            *store_args(stores))
+    assert code == 0, out + err
+    line = next(s for s in out.splitlines() if s.startswith("best trial "))
+    assert "(lowest params among the trials within 0.002 of the best val_accuracy)" in line
+    assert "val_accuracy=" in line and "params=" in line
+    code, out, _ = invoke("trials", "mo", "--storage", stores["storage"], "--format", "csv")
+    assert out.splitlines()[0].startswith("number,state,values_val_accuracy,values_params,")
+
+
 def test_trials_of_an_unknown_study_exits_2(write_study, stores) -> None:
     invoke("tune", write_study(study={"n_trials": 1, "name": "known"}), *store_args(stores))
     code, _, err = invoke("trials", "unknown", "--storage", stores["storage"])
