@@ -65,9 +65,8 @@ class _Epochs(keras.callbacks.Callback):
     """The one callback of a fit: stops on a non-finite loss at once, reports each epoch,
     keeps the best epoch's weights and stops early."""
 
-    # Keras may call on_train_batch_end from a worker thread (JAX, PyTorch): an error raised
-    # there surfaces at the next batch, still long before the epoch ends.
-    async_safe = True
+    # Not ``async_safe``: under JAX, a batch's logs read from Keras' callback thread may
+    # already be deleted when training stops (Keras 3.15), so batches end in order here.
 
     def __init__(self, metric: str, maximize: bool, patience: int | None,
                  on_epoch: EpochHook | None) -> None:
