@@ -169,21 +169,24 @@ def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any
             study.n_trials <= startup):
         notes.append(f"pruner {name!r} prunes nothing in the first {startup} trials "
                      f"(n_startup_trials), and the study has {study.n_trials}")
-    if name == "hyperband" and study.sampler == "tpe":
+    # Optuna shows a sampler only the trials of the current trial's Hyperband bracket, so a
+    # model-based sampler starts over in each bracket.
+    if name == "hyperband" and study.sampler in ("tpe", "gp"):
         kwargs = _pruner_kwargs(study, max_epochs)
         rf = kwargs.get("reduction_factor", 3)
         lo, hi = kwargs["min_resource"], kwargs["max_resource"]
         brackets = math.floor(math.log(hi / lo, rf)) + 1 if hi != "auto" else 1
-        tpe_startup = study.sampler_options.get("n_startup_trials", 10)
-        needed = tpe_startup * brackets
+        startup_trials = study.sampler_options.get("n_startup_trials", 10)
+        needed = startup_trials * brackets
         if study.n_trials is None or study.n_trials < needed:
             have = (f"the study has {study.n_trials}" if study.n_trials is not None
                     else "set n_trials to at least that")
-            notes.append(f"TPE with the hyperband pruner samples at random until each of "
-                         f"hyperband's {brackets} brackets has {tpe_startup} trials "
+            sampler = study.sampler.upper()
+            notes.append(f"{sampler} with the hyperband pruner samples at random until each of "
+                         f"hyperband's {brackets} brackets has {startup_trials} trials "
                          f"(sampler_options.n_startup_trials): about {needed} trials before "
-                         f"TPE starts, and {have}; lower n_startup_trials (e.g. "
-                         f"{max(2, tpe_startup // brackets)}) or raise n_trials")
+                         f"{sampler} starts, and {have}; lower n_startup_trials (e.g. "
+                         f"{max(2, startup_trials // brackets)}) or raise n_trials")
     return notes
 
 
