@@ -95,6 +95,7 @@ class DataConfig:
     label_column: str = "label"
     image_size: tuple[int, int] | None = None
     color_mode: str | None = None
+    seed: int | None = None  # of the splits; None: study.seed
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,7 @@ def _parse_study(r: _Reader) -> StudyConfig:
 
 def _parse_data(r: _Reader) -> DataConfig:
     r.only(["source", "validation_split", "test_split", "max_samples", "num_classes",
-            "label_column", "image_size", "color_mode"])
+            "label_column", "image_size", "color_mode", "seed"])
     source = r.string("source")
     if source is None:
         raise r.error("source", f"must be set: one of {', '.join(BUILTIN_DATASETS)} or a path "
@@ -453,6 +454,7 @@ def _parse_data(r: _Reader) -> DataConfig:
         label_column=r.string("label_column", "label"),
         image_size=tuple(size) if size else None,
         color_mode=r.string("color_mode", None, choices=("grayscale", "rgb")),
+        seed=r.integer("seed"),
     )
 
 

@@ -44,7 +44,11 @@ _CACHE: dict[tuple[DataConfig, int | None], Dataset] = {}
 
 
 def load_data(cfg: DataConfig, *, seed: int | None = None) -> Dataset:
-    """Load, check and split the data named by ``cfg``; cached for the process."""
+    """Load, check and split the data named by ``cfg``; cached for the process.
+
+    The splits are drawn with ``cfg.seed``, or ``seed`` (the study's) when that is not set."""
+    if cfg.seed is not None:
+        seed = cfg.seed
     key = (cfg, seed)
     if key not in _CACHE:
         _CACHE[key] = _load(cfg, seed)

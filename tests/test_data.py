@@ -19,8 +19,10 @@ from mltune.data import Dataset, load_data
 from mltune.errors import DataError
 
 
-def load(source: Path | str, seed: int | None = 0, **options: Any) -> Dataset:
-    return load_data(DataConfig(source=str(source), **options), seed=seed)
+def load(source: Path | str, seed: int | None = 0, seed_: int | None = None, **options: Any
+         ) -> Dataset:
+    """``seed``: the study's; ``seed_``: ``data.seed``."""
+    return load_data(DataConfig(source=str(source), seed=seed_, **options), seed=seed)
 
 
 def fails(message: str) -> Any:
@@ -254,6 +256,14 @@ def test_seed_none_is_reproducible(tmp_path: Path) -> None:
     a = load(counted_npz(tmp_path / "none_a.npz"), seed=None)
     b = load(counted_npz(tmp_path / "none_b.npz"), seed=None)
     assert ids(a.x_val) == ids(b.x_val)
+
+
+def test_data_seed_fixes_the_split_whatever_the_study_seed(tmp_path: Path) -> None:
+    path = counted_npz(tmp_path / "data_seed.npz", with_test=False)
+    a, b = load(path, seed=1, seed_=None), load(path, seed=2, seed_=None)
+    fixed_a, fixed_b = load(path, seed=1, seed_=7), load(path, seed=2, seed_=7)
+    assert ids(a.x_val) != ids(b.x_val)
+    assert ids(fixed_a.x_val) == ids(fixed_b.x_val) == ids(load(path, seed=7).x_val)
 
 
 def test_load_data_is_cached_per_config_and_seed(tmp_path: Path) -> None:
