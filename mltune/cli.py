@@ -148,6 +148,11 @@ def tune(
     trials_per_gpu: Annotated[int, typer.Option(
         "--trials-per-gpu", min=1, help="Concurrent trials on each GPU of --gpus, each with a "
         "share of its memory.")] = 1,
+    trials_per_process: Annotated[Optional[int], typer.Option(
+        "--trials-per-process", min=1, parser=_opt_int, help="Run trials in worker processes "
+        "that are replaced after this many trials each, so memory stays flat over long "
+        "studies (TensorFlow keeps about 10 MB per fitted model). Default: no limit.",
+        show_default=False)] = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     experiment: ExperimentOpt = None,
@@ -165,11 +170,12 @@ def tune(
         from mltune.study import tune as run_study
 
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
-        parallel = workers != 1 or gpu_list is not None
+        parallel = workers != 1 or gpu_list is not None or bool(trials_per_process)
         result = run_study(cfg, storage=storage, tracking_uri=tracking_uri,
                            progress=make_progress(cfg.study.metric,
                                                   live=False if parallel else None),
-                           workers=workers, gpus=gpu_list, trials_per_gpu=trials_per_gpu)
+                           workers=workers, gpus=gpu_list, trials_per_gpu=trials_per_gpu,
+                           trials_per_process=trials_per_process)
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
         typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
         if result.best_trial is not None and cfg.study.multi_objective:
@@ -223,6 +229,9 @@ def worker(
                                             show_default=False)],
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
+    max_trials: Annotated[Optional[int], typer.Option(
+        "--max-trials", min=1, parser=_opt_int, help="Exit after running this many trials.",
+        show_default=False)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Join a running study from any machine and run its trials until it has enough.
@@ -234,7 +243,8 @@ def worker(
     def go() -> None:
         from mltune.study import run_worker
 
-        ran = run_worker(study_name=study_name, storage=storage, tracking_uri=tracking_uri)
+        ran = run_worker(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+                         max_trials=max_trials)
         typer.echo(f"worker done: {ran} trials of study {study_name}")
 
     _run(debug, go)

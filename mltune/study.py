@@ -111,6 +111,7 @@ def tune(
     gpus: list[str] | None = None,
     trials_per_gpu: int = 1,
     callbacks: tuple[Callable[[optuna.Study, optuna.trial.FrozenTrial], None], ...] = (),
+    trials_per_process: int | None = None,
 ) -> StudyResult:
     """Run (or resume) the study described by ``config``; every trial is an MLflow run.
 
@@ -120,6 +121,8 @@ def tune(
     waits for them. ``gpus`` starts ``trials_per_gpu`` workers per listed GPU, each seeing
     only its GPU and, when they share one, a share of its memory. ``callbacks`` are Optuna
     trial callbacks ``f(study, trial)`` run in this process after each trial (one worker).
+    ``trials_per_process`` runs the trials in worker processes that are replaced after that
+    many trials each, which keeps memory flat (see :func:`_supervise`).
     """
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
@@ -170,9 +173,9 @@ def tune(
     # Workers that join later (`mltune worker`) run until the study has this many trials.
     study.set_user_attr(TARGET_ATTR, _counted(study) + (n_trials or 0))
     slots = gpu_slots(gpus, trials_per_gpu) if gpus else [{} for _ in range(workers)]
-    if len(slots) != 1 or gpus:
+    if len(slots) != 1 or gpus or trials_per_process:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
-                            slots, storage, tracking_uri)
+                            slots, storage, tracking_uri, trials_per_process)
     if sc.multi_objective:
         tracker.set_tags(parent_run_id, {"mltune.objectives": ", ".join(
             f"{o.metric} ({o.direction})" for o in sc.objectives)})
@@ -253,7 +256,8 @@ def gpu_slots(gpus: list[str], trials_per_gpu: int) -> list[dict[str, str]]:
 
 def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_run_id: str,
                  progress: PlainProgress, n_trials: int, slots: list[dict[str, str]],
-                 storage: str | None, tracking_uri: str | None) -> StudyResult:
+                 storage: str | None, tracking_uri: str | None,
+                 trials_per_process: int | None = None) -> StudyResult:
     """Start ``workers`` processes of ``mltune worker`` on the study and wait for them.
 
     They share nothing but the storage and the tracking store: the same command joins the
@@ -270,6 +274,8 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     if "://" not in url:
         url = str(Path(url).resolve())
     command = [sys.executable, "-m", "mltune", "worker", "--study-name", config.study.name]
+    if trials_per_process:
+        command += ["--max-trials", str(trials_per_process)]
     # URLs go by environment, not arguments: a password in one would show in `ps`.
     env = {**os.environ, STORAGE_ENV: url, "MLFLOW_TRACKING_URI": tracker.uri,
            LAUNCHED_ENV: "1"}
@@ -279,16 +285,15 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
                          f"--storage {redact(url)} --tracking-uri {redact(tracker.uri)}")
         progress.close()
         return _result(study, tracker, parent_run_id, config.study)
-    progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers")
-    procs = [subprocess.Popen(command, env={**env, **slot}) for slot in slots]
+    progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers"
+                     + (f", each replaced after {trials_per_process} trials"
+                        if trials_per_process else ""))
     status = "FINISHED"
+    codes: list[int] = []
     try:
-        codes = [p.wait() for p in procs]
+        codes = _supervise(command, [{**env, **slot} for slot in slots], study,
+                           restart=bool(trials_per_process), timeout=config.study.timeout)
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
         status = "KILLED"
         raise
     finally:
@@ -300,6 +305,42 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         raise MltuneError(f"{sum(1 for c in codes if c)} of {workers} workers failed "
                           f"(exit codes {codes})")
     return result
+
+
+def _supervise(command: list[str], envs: list[dict[str, str]], study: optuna.Study, *,
+               restart: bool, timeout: float | None) -> list[int]:
+    """Run one worker process per environment until each ends; returns their exit codes.
+
+    With ``restart``, a worker that ends well (it ran its ``--max-trials``) is replaced by a
+    fresh process while the study wants more trials and ``timeout`` has not passed. A fresh
+    process is how memory stays flat: TensorFlow keeps each fitted model's traced graphs
+    (about 10 MB) after ``clear_session``, see docs/benchmarks.md.
+    """
+    import time
+
+    start = time.monotonic()
+    procs = {i: subprocess.Popen(command, env=env) for i, env in enumerate(envs)}
+    codes: dict[int, int] = {}
+    try:
+        while procs:
+            time.sleep(0.2)
+            for i, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del procs[i]
+                more = _counted(study) < study.user_attrs[TARGET_ATTR] or _waiting(study)
+                in_time = timeout is None or time.monotonic() - start < timeout
+                if restart and code == 0 and more and in_time:
+                    procs[i] = subprocess.Popen(command, env=envs[i])
+                else:
+                    codes[i] = code
+    finally:
+        for proc in procs.values():  # interrupted: stop the workers, which close their runs
+            proc.terminate()
+        for proc in procs.values():
+            proc.wait()
+    return [codes[i] for i in sorted(codes)]
 
 
 def _enqueue_grid(study: optuna.Study, config: Config, limit: int | None = None) -> int:
@@ -335,9 +376,10 @@ def _waiting(study: optuna.Study) -> int:
 
 
 def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None,
-               progress: PlainProgress | None = None) -> int:
+               progress: PlainProgress | None = None, max_trials: int | None = None) -> int:
     """``mltune worker``: join a study (its settings are stored with it) and run trials until
-    it has its target number; returns how many trials this worker ran."""
+    it has its target number (or this worker has run ``max_trials``); returns how many
+    trials this worker ran."""
     from mltune.config import parse_config
 
     stored = load_study(study_name, storage)
@@ -371,7 +413,8 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
             study.stop()
 
     if _counted(study) < target or _waiting(study):
-        _optimize(study, objective, tracker, callbacks=(stop_at_target,), timeout=sc.timeout)
+        _optimize(study, objective, tracker, callbacks=(stop_at_target,), timeout=sc.timeout,
+                  n_trials=max_trials)
     if objective.fatal is not None:
         progress.close()
         raise objective.fatal

@@ -62,6 +62,26 @@ def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study,
     assert len(workers) >= 2  # the trials really were shared out
 
 
+@pytest.mark.slow
+def test_trials_per_process_replaces_the_worker_process(write_study, stores, tmp_path) -> None:
+    path = write_study(study={"name": "recycled", "n_trials": 3})
+    proc = mltune("tune", str(path), "--trials-per-process", "2", "--storage",
+                  stores["storage"], "--tracking-uri", stores["tracking_uri"], cwd=tmp_path,
+                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out + err
+    assert "3 trials on 1 workers, each replaced after 2 trials" in out
+    assert [s for s in out.splitlines() if s.startswith("worker done:")] == [
+        "worker done: 2 trials of study recycled", "worker done: 1 trials of study recycled"]
+    study = optuna.load_study(study_name="recycled", storage=open_storage(stores["storage"]))
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
+    pids = [t.user_attrs["mltune_worker"] for t in study.trials]
+    assert pids[0] == pids[1] != pids[2]  # a fresh process after two trials
+    runs = runs_by_name(stores["tracking_uri"], "recycled")
+    assert runs.pop("recycled").info.status == "FINISHED"
+    assert {r.info.status for r in runs.values()} == {"FINISHED"} and len(runs) == 3
+
+
 @pytest.fixture
 def postgres_mlflow(tmp_path):
     """The multi-machine setup on loopback: an ``mlflow server`` whose backend store is a
