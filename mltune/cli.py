@@ -150,7 +150,7 @@ def tune(
         "share of its memory.")] = 1,
     trials_per_process: Annotated[Optional[int], typer.Option(
         "--trials-per-process", min=1, parser=_opt_int, help="Run trials in worker processes "
-        "that are replaced after this many trials each, so memory stays flat over long "
+        "that are replaced after this many trials each, so memory stays bounded over long "
         "studies (TensorFlow keeps about 10 MB per fitted model). Default: no limit.",
         show_default=False)] = None,
     storage: StorageOpt = None,

@@ -122,7 +122,7 @@ def tune(
     only its GPU and, when they share one, a share of its memory. ``callbacks`` are Optuna
     trial callbacks ``f(study, trial)`` run in this process after each trial (one worker).
     ``trials_per_process`` runs the trials in worker processes that are replaced after that
-    many trials each, which keeps memory flat (see :func:`_supervise`).
+    many trials each, which bounds memory (see :func:`_supervise`).
     """
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
@@ -313,7 +313,7 @@ def _supervise(command: list[str], envs: list[dict[str, str]], study: optuna.Stu
 
     With ``restart``, a worker that ends well (it ran its ``--max-trials``) is replaced by a
     fresh process while the study wants more trials and ``timeout`` has not passed. A fresh
-    process is how memory stays flat: TensorFlow keeps each fitted model's traced graphs
+    process is how memory stays bounded: TensorFlow keeps each fitted model's traced graphs
     (about 10 MB) after ``clear_session``, see docs/benchmarks.md.
     """
     import time

@@ -243,7 +243,8 @@ def latency_ms(model: keras.Model, x: np.ndarray, batch: int = 64, repeats: int 
 
 
 def release() -> None:
-    """Free what the last model held, so memory stays flat across trials.
+    """Free what the last model held (TensorFlow still keeps its traced graphs: about 10 MB
+    per fitted model, see docs/benchmarks.md).
 
     ``clear_session`` runs a full garbage collection itself; its cost grows with every live
     object, which is why the study freezes the objects of its start-up (``gc.freeze``).
