@@ -64,7 +64,7 @@ class Objective:
         self.parent_run_id = parent_run_id
         self.progress = progress
         self.tags = tags
-        self.errors: dict[int, str] = {}
+        self.errors: dict[int, str] = {}  # why a trial failed, or where it was pruned
         self.open_runs: dict[int, str] = {}  # trial number -> run id, until after_trial
         # Grid search on several workers: every point was enqueued; a trial made when the
         # queue ran dry (two workers racing for the last point) must not repeat one.
@@ -128,8 +128,8 @@ class Objective:
             if all(map(math.isfinite, values)) and self._is_new_best(trial.study, values):
                 self._log_model(trial, run_id, model)
             return values if sc.multi_objective else values[0]
-        except optuna.TrialPruned as e:
-            self.progress.message(f"trial {trial.number}: {e}")
+        except optuna.TrialPruned:
+            self.errors[trial.number] = f"at epoch {seen.get('epochs', 0)} of {epochs}"
             self.tracker.set_tags(run_id, {PRUNED_TAG: str(seen.get("epochs", 0))})
             if "best" in seen:
                 self.tracker.log_metrics(run_id, {f"best_{sc.metric}": seen["best"]})
@@ -216,7 +216,7 @@ class Objective:
             self.tracker.set_tags(run_id, {"mltune.state": state})
             self.tracker.end_run(run_id, RUN_STATUS[state])
         best = best_trial(study, self.config.study)
-        detail = self.errors.get(trial.number, "") if state == "FAIL" else ""
+        detail = self.errors.get(trial.number, "") if state in ("FAIL", "PRUNED") else ""
         value = trial.values[0] if trial.values else None
         self.progress.trial_finished(trial.number, state, value, detail,
                                      (best.number, best.values[0]) if best else None)
