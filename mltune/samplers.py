@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mltune.errors import ConfigError
@@ -78,17 +79,26 @@ def check_sampler(study: StudyConfig, space: SearchSpace, *, source: str) -> Non
     if study.n_trials is None and study.timeout is None and name != "grid":
         raise ConfigError("study.n_trials", f"must be set (or study.timeout) for sampler "
                           f"{name!r}; only grid search ends by itself", source=source)
-    allowed = [p for p in inspect.signature(_sampler_class(name).__init__).parameters
-               if p not in ("self", "search_space", "seed")]
-    for key in study.sampler_options:
+    _check_options("sampler", name, _sampler_class(name), study.sampler_options,
+                   lambda: create_sampler(study, space), source, skip=("search_space", "seed"))
+
+
+def _check_options(kind: str, name: str, cls: Any, options: dict[str, Any],
+                   create: Callable[[], Any], source: str, skip: tuple[str, ...] = ()
+                   ) -> None:
+    """``study.<kind>_options`` must be keyword arguments of ``cls`` (but ``skip``, which
+    mltune sets), and ``create()`` must accept their values."""
+    allowed = [p for p in inspect.signature(cls.__init__).parameters
+               if p not in ("self", *skip)]
+    for key in options:
         if key not in allowed:
             known = f"its options: {', '.join(allowed)}" if allowed else "it takes none"
-            raise ConfigError(f"study.sampler_options.{key}", f"is not an option of sampler "
+            raise ConfigError(f"study.{kind}_options.{key}", f"is not an option of {kind} "
                               f"{name!r}; {known}", source=source)
     try:
-        create_sampler(study, space)
+        create()
     except (TypeError, ValueError) as e:
-        raise ConfigError("study.sampler_options", f"sampler {name!r} rejects them: {e}",
+        raise ConfigError(f"study.{kind}_options", f"{kind} {name!r} rejects them: {e}",
                           source=source) from None
 
 
@@ -107,18 +117,16 @@ def _pruner_class(name: str) -> Any:
 def _max_epochs(settings: dict[str, Any], space: SearchSpace) -> int:
     """The most epochs a trial can train: a searched ``epochs`` at its highest."""
     param = space.get("epochs")
-    high = getattr(param, "high", None)
-    if high is None and param is not None:
-        high = max(param.grid() or [settings["epochs"]])
-    return int(high if high is not None else settings["epochs"])
+    return int(max(param.bounds()) if param is not None else settings["epochs"])
 
 
-def _pruner_kwargs(study: StudyConfig, max_epochs: int) -> dict[str, Any]:
+def _pruner_kwargs(study: StudyConfig, settings: dict[str, Any], space: SearchSpace
+                   ) -> dict[str, Any]:
     kwargs = dict(study.pruner_options)
     if study.pruner == "hyperband":
         # A trial's resource is the number of epochs it has trained (the step it reports).
         kwargs.setdefault("min_resource", 1)
-        kwargs.setdefault("max_resource", max_epochs)
+        kwargs.setdefault("max_resource", _max_epochs(settings, space))
     return kwargs
 
 
@@ -126,7 +134,7 @@ def create_pruner(study: StudyConfig, settings: dict[str, Any], space: SearchSpa
                   ) -> optuna.pruners.BasePruner:
     """The pruner named by ``study.pruner``; trials report their metric once per epoch, with
     the number of epochs trained as the step."""
-    return _pruner_class(study.pruner)(**_pruner_kwargs(study, _max_epochs(settings, space)))
+    return _pruner_class(study.pruner)(**_pruner_kwargs(study, settings, space))
 
 
 def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any], *,
@@ -139,25 +147,19 @@ def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any
                           "(study.objectives): Optuna cannot report intermediate values of "
                           "several objectives; remove study.pruner or keep one objective",
                           source=source)
-    allowed = [p for p in inspect.signature(_pruner_class(name).__init__).parameters
-               if p != "self"]
-    for key in study.pruner_options:
-        if key not in allowed:
-            known = f"its options: {', '.join(allowed)}" if allowed else "it takes none"
-            raise ConfigError(f"study.pruner_options.{key}", f"is not an option of pruner "
-                              f"{name!r}; {known}", source=source)
+    cls, kwargs = _pruner_class(name), _pruner_kwargs(study, settings, space)
     if name == "percentile" and "percentile" not in study.pruner_options:
         raise ConfigError("study.pruner_options.percentile", "must be set for pruner "
                           "'percentile' (e.g. 25.0: prune a trial below the 25th percentile of "
                           "the trials at the same epoch)", source=source)
+
+    def create() -> Any:
+        if name == "hyperband":  # HyperbandPruner checks these only when it first prunes
+            _check_hyperband(kwargs, source)
+        return cls(**kwargs)
+
+    _check_options("pruner", name, cls, study.pruner_options, create, source)
     max_epochs = _max_epochs(settings, space)
-    if name == "hyperband":  # HyperbandPruner checks these only when it first prunes
-        _check_hyperband(_pruner_kwargs(study, max_epochs), source)
-    try:
-        create_pruner(study, settings, space)
-    except (TypeError, ValueError) as e:
-        raise ConfigError("study.pruner_options", f"pruner {name!r} rejects them: {e}",
-                          source=source) from None
     notes: list[str] = []
     if name == "none":
         return notes
@@ -172,7 +174,6 @@ def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any
     # Optuna shows a sampler only the trials of the current trial's Hyperband bracket, so a
     # model-based sampler starts over in each bracket.
     if name == "hyperband" and study.sampler in ("tpe", "gp"):
-        kwargs = _pruner_kwargs(study, max_epochs)
         rf = kwargs.get("reduction_factor", 3)
         lo, hi = kwargs["min_resource"], kwargs["max_resource"]
         brackets = math.floor(math.log(hi / lo, rf)) + 1 if hi != "auto" else 1
