@@ -97,18 +97,18 @@ class Objective:
         self.progress.trial_started(trial.number, sampled)
         epochs = int(settings["epochs"])
         prune = sc.pruner != "none"
-        seen: dict[str, float] = {}  # how far training got: epochs, best value so far
+        trained = 0  # epochs so far
+        values_so_far: list[float] = []  # the finite values of the study metric
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            nonlocal trained
             self.tracker.log_metrics(run_id, metrics, step=epoch)
             self.progress.epoch_ended(trial.number, epoch, epochs, metrics)
-            seen["epochs"] = epoch + 1
+            trained = epoch + 1
             value = metrics[sc.metric]
             if not math.isfinite(value):
                 return  # never reported: no NaN reaches the storage
-            if "best" not in seen or (value > seen["best"] if sc.direction == "maximize"
-                                      else value < seen["best"]):
-                seen["best"] = value
+            values_so_far.append(value)
             if prune:
                 # The step is the number of epochs trained: Hyperband's resource.
                 trial.report(value, epoch + 1)
@@ -129,10 +129,11 @@ class Objective:
                 self._log_model(trial, run_id, model)
             return values if sc.multi_objective else values[0]
         except optuna.TrialPruned:
-            self.errors[trial.number] = f"at epoch {seen.get('epochs', 0)} of {epochs}"
-            self.tracker.set_tags(run_id, {PRUNED_TAG: str(seen.get("epochs", 0))})
-            if "best" in seen:
-                self.tracker.log_metrics(run_id, {f"best_{sc.metric}": seen["best"]})
+            self.errors[trial.number] = f"at epoch {trained} of {epochs}"
+            self.tracker.set_tags(run_id, {PRUNED_TAG: str(trained)})
+            if values_so_far:
+                best = max if sc.direction == "maximize" else min
+                self.tracker.log_metrics(run_id, {f"best_{sc.metric}": best(values_so_far)})
             raise
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
@@ -148,7 +149,7 @@ class Objective:
             raise
         finally:
             if self.fatal is None:
-                trial.set_user_attr(EPOCHS_ATTR, int(seen.get("epochs", 0)))
+                trial.set_user_attr(EPOCHS_ATTR, trained)
             release()
 
     def _values(self, model: Any, result: Any, run_id: str) -> list[float]:

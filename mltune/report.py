@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,23 +58,22 @@ def write_report(study: optuna.Study, folder: Path, metrics: list[str] | None = 
     import matplotlib.pyplot as plt
     import optuna.visualization.matplotlib as ovm
 
-    metrics = metrics or ["value"]
-    kwargs: dict[str, Any] = {}
-    if len(study.directions) > 1:
-        kwargs = {"target": lambda t: t.values[0], "target_name": metrics[0]}
-    plots: dict[str, Any] = {"optimization_history": ovm.plot_optimization_history}
+    # With several objectives, the single-objective plots show the first.
+    first: dict[str, Any] = {} if len(study.directions) == 1 else {
+        "target": lambda t: t.values[0], "target_name": (metrics or ["value"])[0]}
+    plots: dict[str, Any] = {"optimization_history": partial(ovm.plot_optimization_history,
+                                                             **first)}
     if len(complete) >= 2 and complete[0].params:
-        plots["parallel_coordinate"] = ovm.plot_parallel_coordinate
-        plots["param_importances"] = ovm.plot_param_importances
+        plots["parallel_coordinate"] = partial(ovm.plot_parallel_coordinate, **first)
+        plots["param_importances"] = partial(ovm.plot_param_importances, **first)
     if 2 <= len(study.directions) <= 3:
-        plots["pareto_front"] = lambda study, **_: ovm.plot_pareto_front(
-            study, target_names=metrics)
+        plots["pareto_front"] = partial(ovm.plot_pareto_front, target_names=metrics)
     (folder / "plots").mkdir(exist_ok=True)
     for name, plot in plots.items():
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ax = plot(study, **kwargs)
+                ax = plot(study)
             fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
             fig.set_size_inches(10, 6)
             fig.tight_layout()
