@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -12,6 +13,20 @@ from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")  # relative to the repo root
+
+
+def data_parser(doc: str | None, samples: int | None, samples_help: str,
+                formatter: type[argparse.HelpFormatter] = argparse.ArgumentDefaultsHelpFormatter
+                ) -> argparse.ArgumentParser:
+    """A script's parser, its description the docstring's first paragraph, with the options
+    every benchmark has: ``--data`` (the MNIST file) and ``--samples`` (data.max_samples)."""
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                formatter_class=formatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
+                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
+    p.add_argument("--samples", type=int, default=samples, help=samples_help)
+    return p
 
 
 def git_state() -> str:

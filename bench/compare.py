@@ -75,10 +75,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 DOCS_IMAGE = Path("images/compare.png")  # relative to the docs file
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -125,13 +124,9 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=_Help)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
-    p.add_argument("--samples", type=int, default=None,
-                   help=f"data.max_samples: training + validation images "
-                   f"({round(VALIDATION_SPLIT * 100)}%% validation) "
-                   f"[default: {FULL['samples']}; --quick: {QUICK['samples']}]")
+    p = data_parser(__doc__, None, f"data.max_samples: training + validation images "
+                    f"({round(VALIDATION_SPLIT * 100)}%% validation) "
+                    f"[default: {FULL['samples']}; --quick: {QUICK['samples']}]", _Help)
     p.add_argument("--budget-epochs", type=int, default=None,
                    help="epochs per run, summed over its trials "
                    f"[default: {FULL['budget_epochs']}; --quick: {QUICK['budget_epochs']}]")

@@ -78,13 +78,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
 DOCS = Path("docs/benchmarks.md")
 SECTION = "## Memory over trials (bench/memory.py)"
 TARGET_MB = 150.0
@@ -95,13 +94,9 @@ STUDY_NAME = "bench-memory"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
+    p = data_parser(__doc__, 4000,
+                    "data.max_samples: training + validation images (10%% validation)")
     p.add_argument("--trials", type=int, default=30, help="trials of the study")
-    p.add_argument("--samples", type=int, default=4000,
-                   help="data.max_samples: training + validation images (10%% validation)")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="sampler and data-split seed")
     p.add_argument("--mode", choices=("both", *MODES), default="both",

@@ -55,13 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 SECTION = "## Overhead (bench/overhead.py)"
 STUDY_TARGET_PCT = 5.0
@@ -87,12 +86,8 @@ ROWS = (FIT, BUILD, RELEASE, MLFLOW_OPEN, MLFLOW_RUNS, MODEL_LOG, MODEL_SAVE, MO
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
-    p.add_argument("--samples", type=int, default=8000,
-                   help="data.max_samples: training + validation images (about 5 s a trial "
+    p = data_parser(__doc__, 8000,
+                    "data.max_samples: training + validation images (about 5 s a trial "
                    "with 2 epochs on 2 cores of an AMD EPYC)")
     p.add_argument("--trials", type=int, default=6, help="trials per study")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")

@@ -55,12 +55,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
 DOCS = Path("docs/benchmarks.md")
 SECTION = "## Trainer throughput (bench/throughput.py)"
 TARGET = 1.0
@@ -68,12 +67,8 @@ JIT = {"auto": "auto", "true": True, "false": False}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
-    p.add_argument("--samples", type=int, default=8000,
-                   help="data.max_samples: training + validation images (10%% validation)")
+    p = data_parser(__doc__, 8000,
+                    "data.max_samples: training + validation images (10%% validation)")
     p.add_argument("--epochs", type=int, default=3,
                    help="epochs per fit (2+: also the rate of the epochs after the first)")
     p.add_argument("--reps", type=int, default=5,

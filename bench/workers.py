@@ -64,10 +64,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SECTION = "## Workers (bench/workers.py)"
@@ -79,12 +78,8 @@ QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_LOGGING_LEVEL": "WARNING",
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                   help="MNIST .npz (x_train, y_train, x_test, y_test); relative to the repo root")
-    p.add_argument("--samples", type=int, default=9000,
-                   help="data.max_samples: training + validation images (about 5 s a trial "
+    p = data_parser(__doc__, 9000,
+                    "data.max_samples: training + validation images (about 5 s a trial "
                    "with 2 epochs, one process on 2 cores of an AMD EPYC)")
     p.add_argument("--trials", type=int, default=8, help="trials per study")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")
