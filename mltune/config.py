@@ -56,11 +56,9 @@ class StudyConfig:
     metric that picks a trial's best epoch and that pruning watches."""
 
     name: str
-    metric: str = "val_accuracy"
-    direction: str = "maximize"
+    objectives: tuple[ObjectiveSpec, ...] = (ObjectiveSpec("val_accuracy", "maximize"),)
     sampler: str = "tpe"
     sampler_options: dict[str, Any] = field(default_factory=dict)
-    objectives: tuple[ObjectiveSpec, ...] = ()
     pruner: str = "none"
     pruner_options: dict[str, Any] = field(default_factory=dict)
     selection_tolerance: float = 0.002
@@ -72,9 +70,13 @@ class StudyConfig:
     grace_period: int | None = None
     retry_failed: int = 0
 
-    def __post_init__(self) -> None:
-        if not self.objectives:
-            object.__setattr__(self, "objectives", (ObjectiveSpec(self.metric, self.direction),))
+    @property
+    def metric(self) -> str:
+        return self.objectives[0].metric
+
+    @property
+    def direction(self) -> str:
+        return self.objectives[0].direction
 
     @property
     def multi_objective(self) -> bool:
@@ -416,8 +418,6 @@ def _parse_study(r: _Reader) -> StudyConfig:
         raise r.error("name", "must be set")
     return StudyConfig(
         name=name,
-        metric=objectives[0].metric,
-        direction=objectives[0].direction,
         objectives=objectives,
         sampler=r.string("sampler", "tpe", choices=SAMPLERS),
         sampler_options=dict(options["sampler_options"]),
