@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,6 +158,9 @@ def tune(
         "mltune.version": __version__,
         "mltune.storage": redact(storage or DEFAULT_STORAGE),
     }
+    if sc.multi_objective:
+        tags["mltune.objectives"] = ", ".join(f"{o.metric} ({o.direction})"
+                                              for o in sc.objectives)
     # Under `mlflow run` the run MLflow made for the project is the parent (no extra run).
     parent_run_id = tracker.start_parent(
         name=sc.name, tags=tags, params=config.fixed_settings(),
@@ -165,7 +169,6 @@ def tune(
     study.set_user_attr(EXPERIMENT_ATTR, tracker.ensure_experiment())
     study.set_user_attr(CONFIG_ATTR, config.raw)
 
-    objective = Objective(config, data, tracker, parent_run_id, progress, tags=_trial_tags(sc))
     n_trials = sc.n_trials
     if sc.sampler == "grid":
         remaining = _grid_remaining(sampler, study, config)
@@ -176,9 +179,7 @@ def tune(
     if len(slots) != 1 or gpus or trials_per_process:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             slots, storage, tracking_uri, trials_per_process)
-    if sc.multi_objective:
-        tracker.set_tags(parent_run_id, {"mltune.objectives": ", ".join(
-            f"{o.metric} ({o.direction})" for o in sc.objectives)})
+    objective = Objective(config, data, tracker, parent_run_id, progress, tags=_trial_tags(sc))
     status = "FAILED"
     try:
         progress.study_started(sc.name, n_trials, done)
@@ -316,8 +317,6 @@ def _supervise(command: list[str], envs: list[dict[str, str]], study: optuna.Stu
     process is how memory stays bounded: TensorFlow keeps each fitted model's traced graphs
     (about 10 MB) after ``clear_session``, see docs/benchmarks.md.
     """
-    import time
-
     start = time.monotonic()
     procs = {i: subprocess.Popen(command, env=env) for i, env in enumerate(envs)}
     codes: dict[int, int] = {}
