@@ -98,10 +98,6 @@ class _Epochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-        loss = metrics.get("loss", 0.0)
-        if not math.isfinite(loss):  # a loss that a batch did not show (no batch logs)
-            self.model.stop_training = True
-            raise NonFiniteLossError(f"loss became {loss} in epoch {epoch + 1}")
         metrics["learning_rate"] = self._lr
         metrics["epoch_seconds"] = time.perf_counter() - self._start
         self.epochs_run = epoch + 1
