@@ -8,12 +8,27 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path("../shared/data/mnist/mnist.npz")  # relative to the repo root
+
+
+def repo_path(path: Path) -> Path:
+    """``path`` as given on the command line: relative paths are relative to the repo root."""
+    return path if path.is_absolute() else REPO / path
+
+
+def data_file(path: Path) -> Path | None:
+    """The ``--data`` file, or None after saying on stderr that it does not exist."""
+    data = repo_path(path)
+    if not data.is_file():
+        print(f"error: no such file: {data} (see --data)", file=sys.stderr)
+        return None
+    return data
 
 
 def data_parser(doc: str | None, samples: int | None, samples_help: str,
@@ -97,6 +112,6 @@ def publish(section: str, heading: str, docs: Path | None) -> None:
     print()
     print(section)
     if docs is not None:
-        path = docs if docs.is_absolute() else REPO / docs
+        path = repo_path(docs)
         write_section(path, heading, section)
         print(f"wrote {path}")

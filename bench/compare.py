@@ -75,9 +75,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
+from _common import (  # bench/_common.py
+    data_file,
+    data_parser,
+    fmt_table,
+    machine_info,
+    publish,
+    repo_path,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 DOCS_IMAGE = Path("images/compare.png")  # relative to the docs file
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -176,7 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def data_path(args: argparse.Namespace) -> Path:
-    return (args.data if args.data.is_absolute() else REPO / args.data).resolve()
+    return repo_path(args.data).resolve()
 
 
 def study_dict(args: argparse.Namespace, sampler: str, seed: int) -> dict[str, Any]:
@@ -733,7 +739,7 @@ def finish(args: argparse.Namespace, doc: dict[str, Any], out: Path) -> None:
     docs = None
     image = png.name
     if args.write_docs:
-        docs = args.docs if args.docs.is_absolute() else REPO / args.docs
+        docs = repo_path(args.docs)
         target = docs.parent / DOCS_IMAGE
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(png, target)
@@ -753,8 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc["settings"]["target"] = args.target
         finish(args, doc, args.from_results.resolve())
         return 0
-    if not data_path(args).is_file():
-        print(f"error: no such file: {data_path(args)} (see --data)", file=sys.stderr)
+    if data_file(args.data) is None:
         return 2
     os.environ |= CHILD_ENV  # for the data split below and for matplotlib/TF imports
     info = machine_info(("tensorflow", "keras", "keras-tuner", "optuna", "mlflow", "numpy"))

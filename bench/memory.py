@@ -78,12 +78,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
+from _common import (  # bench/_common.py
+    REPO,
+    data_file,
+    data_parser,
+    fmt_table,
+    machine_info,
+    publish,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = Path("docs/benchmarks.md")
 SECTION = "## Memory over trials (bench/memory.py)"
 TARGET_MB = 150.0
@@ -781,9 +787,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    data = args.data if args.data.is_absolute() else (REPO / args.data)
-    if not data.is_file():
-        print(f"error: no such file: {data} (see --data)", file=sys.stderr)
+    data = data_file(args.data)
+    if data is None:
         return 2
     if args.mode != "in-process":
         try:

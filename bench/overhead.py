@@ -55,12 +55,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
+from _common import (  # bench/_common.py
+    REPO,
+    data_file,
+    data_parser,
+    fmt_table,
+    machine_info,
+    publish,
+)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 SECTION = "## Overhead (bench/overhead.py)"
 STUDY_TARGET_PCT = 5.0
@@ -708,9 +714,8 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    data = args.data if args.data.is_absolute() else (REPO / args.data)
-    if not data.is_file():
-        print(f"error: no such file: {data} (see --data)", file=sys.stderr)
+    data = data_file(args.data)
+    if data is None:
         return 2
     info = machine_info(("tensorflow", "keras", "mlflow", "optuna", "numpy", "typer"))
     print(f"{info['nproc']} cores, {info['cpu']}; Python {info['python']}, TensorFlow "

@@ -55,11 +55,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_file, data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
 DOCS = Path("docs/benchmarks.md")
 SECTION = "## Trainer throughput (bench/throughput.py)"
 TARGET = 1.0
@@ -386,9 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend  # before anything imports Keras
-    data_path = args.data if args.data.is_absolute() else (REPO / args.data)
-    if not data_path.is_file():
-        print(f"error: no such file: {data_path} (see --data)", file=sys.stderr)
+    data_path = data_file(args.data)
+    if data_path is None:
         return 2
     start = time.perf_counter()
     from mltune.device import configure_gpus

@@ -64,9 +64,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import data_parser, fmt_table, machine_info, publish  # bench/_common.py
+from _common import data_file, data_parser, fmt_table, machine_info, publish  # bench/_common.py
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DOCS = Path("docs/benchmarks.md")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SECTION = "## Workers (bench/workers.py)"
@@ -544,9 +543,8 @@ def interpretation(args: argparse.Namespace, s: dict[tuple[str, int], Summary],
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    data = args.data if args.data.is_absolute() else (REPO / args.data)
-    if not data.is_file():
-        print(f"error: no such file: {data} (see --data)", file=sys.stderr)
+    data = data_file(args.data)
+    if data is None:
         return 2
     try:
         pg = postgres_version(args.postgres)
