@@ -237,7 +237,10 @@ def test_ctrl_c_leaves_no_run_running(write_study, stores) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mltune", "tune", str(path), *store_args(stores)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a runner started in the background (`cmd &` in a script)
+        # passes SIGINT on ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:
