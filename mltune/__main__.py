@@ -1,3 +1,3 @@
-from mltune.cli import main
+from mltune._cli import main
 
 main()

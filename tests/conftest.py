@@ -50,6 +50,19 @@ def tiny_study(**sections: Any) -> dict[str, Any]:
     return study
 
 
+def small_cnn(params: dict[str, Any], *, input_shape: tuple[int, ...], num_classes: int
+              ) -> Any:
+    """A custom builder, as a user writes one: one convolution of ``params["filters"]``."""
+    import keras
+
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Rescaling(1 / 16)(inputs)
+    x = keras.layers.Conv2D(int(params.get("filters", 4)), 3, padding="same",
+                            activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+
+
 @pytest.fixture
 def write_study(tmp_path: Path):
     def write(content: dict[str, Any] | None = None, name: str = "study.yaml", **sections: Any

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from mltune.cli import app
+from mltune._cli import app
 
 runner = CliRunner()
 
@@ -230,7 +230,7 @@ def test_ctrl_c_leaves_no_run_running(write_study, stores) -> None:
 
     import optuna
 
-    from mltune.study import open_storage
+    from mltune._storage import open_storage
 
     path = write_study(study={"n_trials": 5, "name": "interrupted"},
                        training={"epochs": 40, "batch_size": 32})

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from conftest import REPO, tiny_study
 
-from mltune.config import SAMPLERS, Config, load_config, parse_config
-from mltune.errors import ConfigError
-from mltune.search_space import Categorical, Float, Int, grid_of, grid_size, suggest_all
-from mltune.settings import SETTINGS
+from mltune._config import SAMPLERS, Config, load_config, parse_config
+from mltune._errors import ConfigError
+from mltune._search_space import Categorical, Float, Int, grid_of, grid_size, suggest_all
+from mltune._settings import SETTINGS
 
 ISSUE_STUDY = """\
 study:
@@ -163,7 +163,7 @@ def test_unknown_key_names_path_file_and_hint(study_file, changes: dict[str, Any
 
 def test_unknown_key_without_close_match_lists_allowed_keys(study_file) -> None:
     path = study_file({"data.zzz": 1})
-    with fails("data.zzz", path, "unknown key; allowed keys: source, validation_split, "
+    with fails("data.zzz", path, "unknown key; allowed keys: source, loader, validation_split, "
                "test_split, max_samples, num_classes, label_column, image_size, color_mode"):
         load_config(path)
 
@@ -733,7 +733,7 @@ def _sample(sampler: optuna.samplers.BaseSampler, cfg: Config, n: int = 3) -> li
 
 @pytest.mark.parametrize("name", SAMPLERS, ids=[f"sampler={s}" for s in SAMPLERS])
 def test_every_installed_sampler_builds(tmp_path: Path, name: str) -> None:
-    from mltune.samplers import create_sampler
+    from mltune._samplers import create_sampler
 
     path = _sampler_study(tmp_path, name)
     missing = _missing(name)
@@ -770,7 +770,7 @@ def test_gp_without_torch_says_how_to_install(study_file) -> None:
 
 
 def test_tpe_is_multivariate_constant_liar_and_seeded(study_file) -> None:
-    from mltune.samplers import create_sampler
+    from mltune._samplers import create_sampler
 
     cfg = load_config(study_file({"study.sampler": "tpe", "study.seed": 42}))
     sampler = create_sampler(cfg.study, cfg.search_space)
@@ -783,7 +783,7 @@ def test_tpe_is_multivariate_constant_liar_and_seeded(study_file) -> None:
 
 
 def test_tpe_sampler_options_override_the_defaults(study_file) -> None:
-    from mltune.samplers import create_sampler
+    from mltune._samplers import create_sampler
 
     cfg = load_config(study_file({"study.sampler": "tpe", "study.sampler_options": {
         "multivariate": False, "n_startup_trials": 4}}))
@@ -794,7 +794,7 @@ def test_tpe_sampler_options_override_the_defaults(study_file) -> None:
 
 
 def test_different_seeds_sample_differently(tmp_path: Path) -> None:
-    from mltune.samplers import create_sampler
+    from mltune._samplers import create_sampler
 
     a = load_config(_sampler_study(tmp_path, "random", seed=1))
     b = load_config(_sampler_study(tmp_path, "random", seed=2))
@@ -817,8 +817,8 @@ def test_validating_does_not_import_tensorflow_keras_or_mlflow(tmp_path: Path) -
     path.write_text(ISSUE_STUDY)
     code = textwrap.dedent(f"""
         import sys
-        from mltune.config import load_config
-        from mltune.samplers import create_sampler
+        from mltune._config import load_config
+        from mltune._samplers import create_sampler
         cfg = load_config({str(path)!r}, ["study.n_trials=3"])
         create_sampler(cfg.study, cfg.search_space)
         heavy = [m for m in {HEAVY!r} if m in sys.modules]

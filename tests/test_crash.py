@@ -15,7 +15,7 @@ import pytest
 from conftest import QUIET_ENV
 from mlflow import MlflowClient
 
-from mltune.study import open_storage
+from mltune._storage import open_storage
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

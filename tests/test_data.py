@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from conftest import SHARED_MNIST
 
-from mltune.config import DataConfig
-from mltune.data import Dataset, load_data
-from mltune.errors import DataError
+from mltune._config import DataConfig
+from mltune._data import Dataset, load_data
+from mltune._errors import DataError
 
 
 def load(source: Path | str, seed: int | None = 0, seed_: int | None = None, **options: Any

@@ -8,11 +8,10 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 from test_tune import load_study, runs_of
 
-from mltune.config import load_config, parse_config
-from mltune.errors import ConfigError
-from mltune.registry import register_best
-from mltune.selection import dominates
-from mltune.study import tune
+from mltune import register_best, tune
+from mltune._config import load_config, parse_config
+from mltune._errors import ConfigError
+from mltune._selection import dominates
 
 ACC_AND_SIZE = [{"metric": "val_accuracy", "direction": "maximize"},
                 {"metric": "params", "direction": "minimize"}]

@@ -14,7 +14,7 @@ import pytest
 from conftest import QUIET_ENV
 from mlflow import MlflowClient
 
-from mltune.study import open_storage
+from mltune._storage import open_storage
 
 # MLflow's own retries; short here so the test is quick (defaults: 7 retries, factor 2).
 RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -15,8 +16,8 @@ from mlflow import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
-from mltune.cli import app
-from mltune.config import load_config
+from mltune._cli import app
+from mltune._config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECTS = sorted(p.parent for p in REPO.glob("projects/*/MLproject"))
@@ -25,7 +26,7 @@ runner = CliRunner()
 
 def test_every_ready_made_project_is_there() -> None:
     assert {p.name for p in PROJECTS} == {"mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn",
-                                          "digits_cnn", "custom_images"}
+                                          "digits_cnn", "custom_images", "custom_model"}
     for project in PROJECTS:
         assert (project / "README.md").exists() and (project / "study.yaml").exists()
         load_config(project / "study.yaml")  # validates as written
@@ -143,3 +144,84 @@ def test_mlflow_run_digits_project(stores) -> None:
     parent, children = project_runs(stores["tracking_uri"], "dg")
     assert parent.data.tags["mltune.study_name"] == "digits-cnn"
     assert [c.info.status for c in children] == ["FINISHED"]
+
+
+def test_custom_model_project_names_its_own_code() -> None:
+    config = load_config(REPO / "projects/custom_model/study.yaml")
+    folder = REPO / "projects/custom_model"
+    assert config.builder == f"{folder / 'models.py'}:build"  # relative to the study file
+    assert config.data.loader == f"{folder / 'data.py'}:load"
+    assert set(config.search_space) == {"blocks", "width", "learning_rate"}
+    assert config.settings["head_dropout"] == 0.1  # a fixed param of the builder's own
+
+
+# Run in a folder where the project's models.py is not importable: the logged model must
+# bring it along (code/ in its artifacts). Writes what it saw as JSON to argv[3].
+LOAD_ELSEWHERE = """
+import importlib.util, json, sys
+import keras, mlflow, numpy as np
+from sklearn.datasets import load_digits
+
+assert importlib.util.find_spec("models") is None, "models.py is importable here"
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+images = load_digits().images[:6, :, :, None].astype(np.float32)
+probs = np.asarray(model.predict(images))
+with open(sys.argv[3], "w") as f:
+    json.dump({"shape": list(probs.shape), "sums": probs.sum(axis=1).tolist(),
+               "models_file": sys.modules["models"].__file__,
+               "layer": keras.saving.get_registered_object("custom_model>ResidualBlock")
+               is not None}, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def custom_model_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """``mlflow run`` of projects/custom_model (2 trials of 1 epoch), from a temp folder."""
+    folder = tmp_path_factory.mktemp("custom_model_run")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    mlflow_run([str(REPO / "projects/custom_model"), "--env-manager", "local",
+                "--experiment-name", "cm", "-P", "n_trials=2", "-P", "set=training.epochs=1",
+                "-P", f"storage={folder / 'optuna_journal.log'}"], uri, cwd=folder)
+    parent, children = project_runs(uri, "cm")
+    return {"uri": uri, "folder": folder, "parent": parent, "children": children}
+
+
+@pytest.mark.slow
+def test_mlflow_run_custom_model_project(custom_model_run) -> None:
+    parent, children = custom_model_run["parent"], custom_model_run["children"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mlflow.source.type"] == "PROJECT"
+    assert parent.data.tags["mltune.study_name"] == "custom-model"
+    builder = parent.data.tags["mltune.builder"]
+    assert builder.endswith("models.py:build"), builder
+    assert Path(builder.rpartition(":")[0]) == REPO / "projects/custom_model/models.py"
+    assert sorted(c.info.run_name for c in children) == ["trial-000", "trial-001"]
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    for child in children:  # the builder's own search-space names
+        assert {"blocks", "width", "learning_rate"} <= set(child.data.params)
+
+
+@pytest.mark.slow
+def test_custom_model_best_model_loads_without_the_project(custom_model_run) -> None:
+    uri, parent = custom_model_run["uri"], custom_model_run["parent"]
+    client = MlflowClient(uri)
+    best_run_id = parent.data.tags["mltune.best_run_id"]
+    models = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    (best,) = [m for m in models if m.source_run_id == best_run_id]
+    elsewhere = custom_model_run["folder"] / "elsewhere"
+    elsewhere.mkdir()
+    out = elsewhere / "result.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", LOAD_ELSEWHERE, uri, f"models:/{best.model_id}",
+                           str(out)], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = json.loads(out.read_text())
+    assert seen["shape"] == [6, 10]
+    np.testing.assert_allclose(seen["sums"], 1.0, rtol=1e-4)
+    assert seen["layer"], "the custom layer was not registered"
+    # models.py came with the model, not from the project folder
+    shipped = Path(seen["models_file"])
+    assert shipped.name == "models.py" and REPO / "projects" not in shipped.parents

@@ -8,9 +8,9 @@ import pytest
 from mlflow import MlflowClient
 from test_tune import load_study, runs_of
 
-from mltune.config import load_config, parse_config
-from mltune.errors import ConfigError
-from mltune.study import tune
+from mltune import tune
+from mltune._config import load_config, parse_config
+from mltune._errors import ConfigError
 
 # Adam at 0.01 learns the digits within an epoch; at 1e-7 it stays at chance. The grid (seed 1)
 # runs the fast trial first; the median pruner, watching from the second trial on, then

@@ -17,10 +17,10 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from mltune.cli import app
-from mltune.config import load_config
-from mltune.data import load_data
-from mltune.study import tune
+from mltune import tune
+from mltune._cli import app
+from mltune._config import load_config
+from mltune._data import load_data
 
 runner = CliRunner()
 

@@ -8,10 +8,10 @@ import pytest
 from conftest import tiny_study
 from test_tune import load_study, runs_of
 
-from mltune.config import load_config, parse_config
-from mltune.errors import ConfigError
-from mltune.study import tune
-from mltune.trainer import inputs
+from mltune import tune
+from mltune._backend_tf import array_inputs
+from mltune._config import load_config, parse_config
+from mltune._errors import ConfigError
 
 
 def test_mixed_precision_and_xla_off_train_and_log_a_float16_model(write_study, stores
@@ -24,6 +24,7 @@ def test_mixed_precision_and_xla_off_train_and_log_a_float16_model(write_study, 
     assert parent.data.params["mixed_precision"] == "True"
     assert parent.data.params["jit_compile"] == "False"
     trial = load_study("mp", stores["storage"]).trials[0]
+    mlflow.set_tracking_uri(stores["tracking_uri"])  # mltune never sets it for the process
     model = mlflow.keras.load_model(trial.user_attrs["mlflow_model_uri"])
     policies = {layer.dtype_policy.name for layer in model.layers[1:]}
     assert "mixed_float16" in policies
@@ -47,9 +48,9 @@ def test_input_pipeline_is_built_once_and_shuffles_every_sample() -> None:
     x = rng.integers(0, 255, (50, 4, 4, 1), dtype=np.uint8)
     y = np.arange(50)
     xv, yv = x[:10], y[:10]
-    (train, none), val = inputs(x, y, xv, yv, batch_size=8)
-    (_, _), val_again = inputs(x, y, xv, yv, batch_size=8)
-    assert none is None and val is val_again  # the validation batches are cached
+    train, val = array_inputs(x, y, xv, yv, batch_size=8)
+    _, val_again = array_inputs(x, y, xv, yv, batch_size=8)
+    assert val is val_again  # the validation batches are cached
     first = np.concatenate([b[1].numpy() for b in train])
     second = np.concatenate([b[1].numpy() for b in train])
     assert sorted(first) == list(range(50)) == sorted(second)

@@ -9,11 +9,12 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import tiny_study
+from conftest import small_cnn, tiny_study
 from mlflow import MlflowClient
 
-from mltune.config import load_config
-from mltune.study import open_storage, tune
+from mltune import tune
+from mltune._config import load_config
+from mltune._storage import open_storage
 
 EPOCH_METRICS = {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate",
                  "epoch_seconds"}
@@ -118,20 +119,15 @@ def test_trial_value_is_the_best_epoch_not_the_last(write_study, stores) -> None
         assert trial.value == pytest.approx(max(m.value for m in history))
 
 
-def test_a_failing_trial_fails_alone(write_study, stores, monkeypatch) -> None:
-    import mltune.model
-
-    real = mltune.model.build_model
-
-    def build(settings: dict[str, Any], **kw: Any) -> Any:
-        if settings["filters"] == 8:
+def test_a_failing_trial_fails_alone(write_study, stores) -> None:
+    def build(params: dict[str, Any], **kw: Any) -> Any:
+        if params["filters"] == 8:
             raise RuntimeError("boom: filters=8 is broken")
-        return real(settings, **kw)
+        return small_cnn(params, **kw)
 
-    monkeypatch.setattr(mltune.model, "build_model", build)
     path = write_study(study={"sampler": "grid", "n_trials": None, "name": "failing"},
                        search_space={"filters": {"type": "categorical", "choices": [4, 8, 16]}})
-    result = tune(load_config(path), **stores)
+    result = tune(load_config(path), model=build, **stores)
 
     assert result.states == {"COMPLETE": 2, "FAIL": 1}
     parent, children = runs_of(stores["tracking_uri"], "failing")
@@ -226,9 +222,9 @@ def test_same_seed_same_trials(write_study, tmp_path) -> None:
 
 def test_a_model_that_cannot_be_logged_keeps_the_trial(write_study, stores, monkeypatch
                                                        ) -> None:
-    from mltune.tracking import Tracker
+    from mltune._tracking import Tracker
 
-    def fail(self: Tracker, run_id: str, model: Any, example: Any) -> str:
+    def fail(self: Tracker, run_id: str, model: Any, example: Any, **kw: Any) -> str:
         raise OSError("disk full")
 
     monkeypatch.setattr(Tracker, "log_model", fail)

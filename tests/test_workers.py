@@ -15,7 +15,7 @@ import pytest
 from conftest import QUIET_ENV
 from mlflow import MlflowClient
 
-from mltune.study import open_storage
+from mltune._storage import open_storage
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 GRID = {"filters": {"type": "categorical", "choices": [4, 6, 8, 10]},
@@ -164,7 +164,7 @@ def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tm
 def test_create_with_zero_workers_then_join(write_study, stores) -> None:
     from typer.testing import CliRunner
 
-    from mltune.cli import app
+    from mltune._cli import app
 
     runner = CliRunner()
     common = ["--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"]]
@@ -190,7 +190,7 @@ def test_create_with_zero_workers_then_join(write_study, stores) -> None:
 def test_worker_for_an_unknown_study_exits_2(stores) -> None:
     from typer.testing import CliRunner
 
-    from mltune.cli import app
+    from mltune._cli import app
 
     result = CliRunner().invoke(app, ["worker", "--study-name", "nope", "--storage",
                                       stores["storage"]])
@@ -214,7 +214,7 @@ def test_one_worker_per_gpu_sees_only_its_gpu(write_study, stores, tmp_path) -> 
 
 
 def test_gpu_slots_share_memory() -> None:
-    from mltune.study import gpu_slots
+    from mltune._launcher import gpu_slots
 
     assert gpu_slots(["0", "1"], 1) == [{"CUDA_VISIBLE_DEVICES": "0"},
                                         {"CUDA_VISIBLE_DEVICES": "1"}]
@@ -223,23 +223,21 @@ def test_gpu_slots_share_memory() -> None:
     assert {s["XLA_PYTHON_CLIENT_MEM_FRACTION"] for s in slots} == {"0.225"}
 
 
-def test_out_of_memory_fails_that_trial_alone(write_study, stores, monkeypatch) -> None:
-    import mltune.model
-    from mltune.config import load_config
-    from mltune.study import tune
+def test_out_of_memory_fails_that_trial_alone(write_study, stores) -> None:
+    from conftest import small_cnn
 
-    real = mltune.model.build_model
+    from mltune import tune
+    from mltune._config import load_config
 
-    def build(settings, **kw):
-        if settings["filters"] == 8:
+    def build(params, **kw):
+        if params["filters"] == 8:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
                                "17179869184 bytes.")
-        return real(settings, **kw)
+        return small_cnn(params, **kw)
 
-    monkeypatch.setattr(mltune.model, "build_model", build)
     path = write_study(study={"name": "oom", "sampler": "grid", "n_trials": None},
                        search_space={"filters": {"type": "categorical", "choices": [4, 8, 6]}})
-    result = tune(load_config(path), **stores)
+    result = tune(load_config(path), model=build, **stores)
     assert result.states == {"COMPLETE": 2, "FAIL": 1}
     runs = runs_by_name(stores["tracking_uri"], "oom")
     failed = [r for r in runs.values() if r.info.status == "FAILED"]

@@ -9,13 +9,13 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mltune.errors import ConfigError
-from mltune.search_space import SearchSpace, grid_of
+from mltune._errors import ConfigError
+from mltune._search_space import SearchSpace, grid_of
 
 if TYPE_CHECKING:
     import optuna
 
-    from mltune.config import StudyConfig
+    from mltune._types import StudyConfig
 
 __all__ = ["check_pruner", "check_sampler", "create_pruner", "create_sampler"]
 

@@ -6,11 +6,14 @@ the saved model takes images as the data set stores them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import keras
 
-__all__ = ["build_model"]
+from mltune._errors import TrialError
+
+__all__ = ["build", "build_model"]
 
 
 def _activation(name: str) -> keras.layers.Layer:
@@ -19,29 +22,45 @@ def _activation(name: str) -> keras.layers.Layer:
     return keras.layers.Activation(name)
 
 
+Builder = Callable[..., "keras.Model"]
+
+
+def build(builder: Builder, params: dict[str, Any], *, input_shape: tuple[int, ...],
+          num_classes: int) -> keras.Model:
+    """``builder(params, input_shape=..., num_classes=...)``, checked to return a
+    ``keras.Model``.
+
+    With ``mixed_precision`` the builder runs under Keras' ``mixed_float16`` policy (layers
+    compute in float16, keep float32 weights); the global policy is restored afterwards,
+    whatever happens.
+    """
+    previous = keras.config.dtype_policy()
+    if params.get("mixed_precision"):
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = builder(params, input_shape=tuple(input_shape), num_classes=num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    if not isinstance(model, keras.Model):
+        name = getattr(builder, "__qualname__", repr(builder))
+        raise TrialError(f"the model builder {name} must return a keras.Model, but returned "
+                         f"{type(model).__name__}")
+    return model
+
+
 def build_model(
     settings: dict[str, Any],
     *,
-    input_shape: tuple[int, int, int],
+    input_shape: tuple[int, ...],
     num_classes: int,
     pixel_max: float = 255.0,
 ) -> keras.Model:
-    """A Conv-[BN]-Act(-Conv...)-Pool stack per block, then Dense layers with softmax.
-
-    With ``mixed_precision`` the layers compute in float16 and keep float32 weights; the
-    softmax stays float32 (Keras then scales the loss when the model is compiled).
-    """
-    if not settings.get("mixed_precision"):
-        return _build(settings, input_shape, num_classes, pixel_max)
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        return _build(settings, input_shape, num_classes, pixel_max)
-    finally:
-        keras.config.set_dtype_policy(previous)
+    """The built-in CNN: a Conv-[BN]-Act(-Conv...)-Pool stack per block, then Dense layers
+    with softmax (float32, so Keras scales the loss under mixed precision)."""
+    return _build(settings, input_shape, num_classes, pixel_max)
 
 
-def _build(settings: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int,
+def _build(settings: dict[str, Any], input_shape: tuple[int, ...], num_classes: int,
            pixel_max: float) -> keras.Model:
     l2 = float(settings["l2"])
     reg = keras.regularizers.L2(l2) if l2 > 0 else None

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mltune.errors import ConfigError
-from mltune.search_space import Categorical, Float, Int, Param, SearchSpace
-from mltune.settings import SETTINGS, default_settings
+from mltune._errors import ConfigError
+from mltune._search_space import Categorical, Float, Int, Param, SearchSpace
+from mltune._settings import SETTINGS, default_settings
+from mltune._types import Config, DataConfig, ObjectiveSpec, StudyConfig
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -44,97 +45,10 @@ PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 SECTIONS = ("study", "data", "training", "model", "search_space")
 
 
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    metric: str
-    direction: str
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """``metric``/``direction`` are those of the first (or only) objective: the training
-    metric that picks a trial's best epoch and that pruning watches."""
-
-    name: str
-    objectives: tuple[ObjectiveSpec, ...] = (ObjectiveSpec("val_accuracy", "maximize"),)
-    sampler: str = "tpe"
-    sampler_options: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "none"
-    pruner_options: dict[str, Any] = field(default_factory=dict)
-    selection_tolerance: float = 0.002
-    n_trials: int | None = None
-    timeout: float | None = None
-    seed: int | None = None
-    experiment: str | None = None
-    heartbeat_interval: int = 60
-    grace_period: int | None = None
-    retry_failed: int = 0
-
-    @property
-    def metric(self) -> str:
-        return self.objectives[0].metric
-
-    @property
-    def direction(self) -> str:
-        return self.objectives[0].direction
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-    @property
-    def directions(self) -> list[str]:
-        return [o.direction for o in self.objectives]
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    source: str
-    validation_split: float = 0.1
-    test_split: float = 0.2
-    max_samples: int | None = None
-    num_classes: int | None = None
-    label_column: str = "label"
-    image_size: tuple[int, int] | None = None
-    color_mode: str | None = None
-    seed: int | None = None  # of the splits; None: study.seed
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated study file.
-
-    ``settings`` holds every model and training setting (defaults, then the file's fixed
-    values); ``search_space`` holds the parameters that are searched. A setting fixed
-    under ``model:``/``training:`` is not searched, even if ``search_space:`` names it.
-    """
-
-    study: StudyConfig
-    data: DataConfig
-    settings: dict[str, Any]
-    search_space: SearchSpace
-    fixed: tuple[str, ...]
-    raw: dict[str, Any]
-    source: str
-    notes: tuple[str, ...] = ()  # advice found while validating (not errors)
-
-    def params_for(self, sampled: dict[str, Any]) -> dict[str, Any]:
-        """All settings of one trial: the fixed values with the sampled ones on top."""
-        return {**self.settings, **sampled}
-
-    def fixed_settings(self) -> dict[str, Any]:
-        """The settings that are not searched, as logged on the parent run."""
-        return {k: v for k, v in self.settings.items() if k not in self.search_space}
-
-
-def load_config(
-    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, for_study: bool = True,
-    data: str | None = None, **options: Any
-) -> Config:
-    """Read the study file at ``path``, apply ``--set key.path=value`` overrides, ``data``
-    (``--data``: a built-in name or a path relative to the current folder) and the
-    command-line ``options`` (``sampler=``, ``n_trials=``, ...: keys of ``study``; None means
-    not given), and validate the result (``for_study=False``: one training run, no search)."""
+def read_study_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The study file at ``path`` as a dict, with its relative paths (``data.source``,
+    ``data.loader``, ``model.builder``) made relative to the file's folder, and
+    ``study.name`` defaulting to the file's name."""
     path = Path(path)
     source = str(path)
     try:
@@ -156,30 +70,55 @@ def load_config(
     if not isinstance(raw, dict):
         raise ConfigError("study file", "must be a mapping of sections "
                           f"({', '.join(SECTIONS)}), but got {type(raw).__name__}", source=source)
-    raw = _resolve_data_path(raw, path.parent)
+    raw = _resolve_paths(raw, path.parent)
     if raw.get("study") is None:
         raw["study"] = {}
     if isinstance(raw["study"], dict):
         raw["study"].setdefault("name", path.stem)
-    raw = apply_overrides(raw, overrides)
-    if data is not None:
-        raw = _set(raw, "data.source", data if data in BUILTIN_DATASETS else
-                   str(Path(data).resolve()))
+    return raw
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = (), *,
+    for_study: bool = True,
+    data: str | None = None, **options: Any
+) -> Config:
+    """Read the study file at ``path``, apply ``--set key.path=value`` overrides, ``data``
+    (``--data``: a built-in name or a path relative to the current folder) and the
+    command-line ``options`` (``sampler=``, ``n_trials=``, ...: keys of ``study``; None means
+    not given), and validate the result (``for_study=False``: one training run, no search)."""
+    raw = apply_overrides(read_study_file(path), overrides)
+    if data is not None:  # replaces the file's data.source or data.loader
+        raw = set_key(raw, "data.source", data if data in BUILTIN_DATASETS else
+                      str(Path(data).resolve()))
+        raw["data"].pop("loader", None)
     for key, value in options.items():
         if value is not None:
-            raw = _set(raw, f"study.{key}", value)
-    return parse_config(raw, source=source, for_study=for_study)
+            raw = set_key(raw, f"study.{key}", value)
+    return parse_config(raw, source=str(path), for_study=for_study)
 
 
-def _resolve_data_path(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    # A relative data path in the file is relative to the file, so a study file works from
-    # any folder; one given with --set is relative to where the command runs.
-    data = raw.get("data")
-    if isinstance(data, dict):
-        src = data.get("source")
-        if isinstance(src, str) and src not in BUILTIN_DATASETS and not Path(src).is_absolute():
-            raw = copy.deepcopy(raw)
-            raw["data"]["source"] = str((base / src).resolve())
+# Keys whose relative paths are relative to the study file, and whether the path is the part
+# before ":" (a file.py:function reference).
+_PATH_KEYS = (("data", "source", False), ("data", "loader", True), ("model", "builder", True))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    # A relative path in the file is relative to the file, so a study file works from any
+    # folder; one given with --set is relative to where the command runs.
+    raw = copy.deepcopy(raw)
+    for section, key, is_ref in _PATH_KEYS:
+        node = raw.get(section)
+        if not isinstance(node, dict):
+            continue
+        value = node.get(key)
+        if not isinstance(value, str) or value in BUILTIN_DATASETS:
+            continue
+        path, sep, name = value.rpartition(":") if is_ref else (value, "", "")
+        if is_ref and not path.endswith(".py"):
+            continue  # package.module:function, found on sys.path
+        if not Path(path).is_absolute():
+            node[key] = str((base / path).resolve()) + sep + name
     return raw
 
 
@@ -196,11 +135,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
             value = _yaml(text) if text.strip() else None
         except yaml.YAMLError:
             value = text
-        raw = _set(raw, key, value)
+        raw = set_key(raw, key, value)
     return raw
 
 
-def _set(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+def set_key(raw: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
     raw = copy.deepcopy(raw)
     node = raw
     parts = key.split(".")
@@ -307,31 +246,39 @@ def _closest(key: str, allowed: tuple[str, ...] | list[str]) -> str | None:
     return found[0] if found else None
 
 
-def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bool = True
-                 ) -> Config:
+def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bool = True,
+                 data_given: bool = False) -> Config:
     """Validate an already-read study file (a dict as YAML gives it).
 
-    ``for_study=False`` skips what only a search needs (a sampler that can run it)."""
+    ``for_study=False`` skips what only a search needs (a sampler that can run it).
+    ``data_given``: the caller passes the data itself, so ``data`` needs no source."""
     top = _Reader(raw, "", source)
     top.only(SECTIONS)
-    study = _parse_study(_Reader(top.get("study"), "study", source))
-    data = _parse_data(_Reader(top.get("data"), "data", source))
+    model = _Reader(top.get("model"), "model", source)
+    builder = model.string("builder")
+    study = _parse_study(_Reader(top.get("study"), "study", source), custom=builder is not None)
+    data = _parse_data(_Reader(top.get("data"), "data", source), data_given=data_given)
 
-    settings = default_settings()
+    settings = default_settings() if builder is None else {
+        name: s.default for name, s in SETTINGS.items() if s.section == "training"}
     explicit: dict[str, str] = {}
     for section in ("model", "training"):
         reader = _Reader(top.get(section), section, source)
-        names = [n for n, s in SETTINGS.items() if s.section == section]
-        reader.only(names)
+        custom = section == "model" and builder is not None
+        if not custom:
+            reader.only([n for n, s in SETTINGS.items() if s.section == section])
         for name, value in reader.raw.items():
-            why = SETTINGS[name].check(value)
+            if custom and name == "builder":
+                continue
+            why = None if custom else SETTINGS[name].check(value)
             if why:
                 raise reader.error(name, why)
             settings[name] = value
             explicit[name] = section
 
     space_reader = _Reader(top.get("search_space"), "search_space", source)
-    space_reader.only(list(SETTINGS))
+    if builder is None:
+        space_reader.only(list(SETTINGS))
     space: SearchSpace = {}
     for name, spec in space_reader.raw.items():
         param = _parse_param(name, spec, space_reader)
@@ -344,7 +291,7 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
                 raise space_reader.error(name, "grid search needs a finite set of values, but "
                                          "this float has no step; give step or use "
                                          "type: categorical")
-    from mltune.samplers import check_pruner, check_sampler
+    from mltune._samplers import check_pruner, check_sampler
 
     notes: list[str] = []
     if for_study:
@@ -358,15 +305,47 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
         fixed=tuple(explicit),
         raw=raw,
         source=source,
+        builder=builder,
         notes=tuple(notes),
     )
 
 
+# Metrics Keras reports that are better when lower; every other metric is better higher.
+_LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hinge",
+                    "divergence", "latency_ms", "params")
+_METRIC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _default_direction(metric: str) -> str:
-    return "maximize" if metric.endswith("accuracy") else "minimize"
+    return "minimize" if any(w in metric for w in _LOWER_IS_BETTER) else "maximize"
 
 
-def _parse_objectives(r: _Reader) -> tuple[ObjectiveSpec, ...] | None:
+def _metric(r: _Reader, key: str, default: str | None, allowed: tuple[str, ...],
+            custom: bool) -> Any:
+    """A metric name: one the built-in CNN reports, or with a custom builder any metric its
+    compiled model reports (``val_auc``), checked when the first trial trains."""
+    if not custom:
+        return r.string(key, default, choices=allowed)
+    value = r.string(key, default)
+    if value is not None and not _METRIC_NAME.match(value):
+        raise r.error(key, f"must be a Keras metric name such as val_accuracy or val_auc, "
+                      f"but got {value!r}")
+    return value
+
+
+def _direction(r: _Reader, metric: str) -> str:
+    """The direction given, else the metric's natural one. For the metrics whose natural
+    direction is certain, the other one is an error: it would pick the worst model."""
+    natural = _default_direction(metric)
+    direction = r.string("direction", natural, choices=("minimize", "maximize"))
+    certain = metric.removeprefix("val_") in ("accuracy", "loss", "params", "latency_ms")
+    if certain and direction != natural:
+        raise r.error("direction", f"{metric} is to be {natural}d, but got {direction!r}, "
+                      "which would pick the worst model")
+    return str(direction)
+
+
+def _parse_objectives(r: _Reader, custom: bool) -> tuple[ObjectiveSpec, ...] | None:
     items = r.get("objectives")
     if items is None:
         return None
@@ -381,33 +360,27 @@ def _parse_objectives(r: _Reader) -> tuple[ObjectiveSpec, ...] | None:
         o = _Reader(item, f"{r.prefix}.objectives[{i}]", r.source)
         o.only(["metric", "direction"])
         allowed = METRICS if i == 0 else OBJECTIVE_METRICS
-        metric = o.string("metric", choices=allowed)
+        metric = _metric(o, "metric", None, allowed, custom)
         if metric is None:
-            raise o.error("metric", f"must be set: one of {', '.join(allowed)}")
-        direction = o.string("direction", _default_direction(metric),
-                             choices=("minimize", "maximize"))
-        if direction != _default_direction(metric):
-            raise o.error("direction", f"{metric} is to be {_default_direction(metric)}d, "
-                          f"but got {direction!r}, which would pick the worst model")
+            raise o.error("metric", f"must be set: one of {', '.join(allowed)}"
+                          + (" or a metric of your model" if custom else ""))
+        if i == 0 and metric in ("params", "latency_ms"):
+            raise o.error("metric", "the first objective must be a training metric: it picks "
+                          f"each trial's best epoch, but got {metric!r}")
         if any(s.metric == metric for s in specs):
             raise o.error("metric", f"{metric} is already an objective")
-        specs.append(ObjectiveSpec(metric, direction))
+        specs.append(ObjectiveSpec(metric, _direction(o, metric)))
     return tuple(specs)
 
 
-def _parse_study(r: _Reader) -> StudyConfig:
+def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
     r.only(["name", "metric", "direction", "objectives", "sampler", "sampler_options",
             "pruner", "pruner_options", "selection_tolerance", "n_trials", "timeout", "seed",
             "experiment", "heartbeat_interval", "grace_period", "retry_failed"])
-    objectives = _parse_objectives(r)
+    objectives = _parse_objectives(r, custom)
     if objectives is None:
-        metric = r.string("metric", "val_accuracy", choices=METRICS)
-        direction = r.string("direction", _default_direction(metric),
-                             choices=("minimize", "maximize"))
-        if direction != _default_direction(metric):
-            raise r.error("direction", f"{metric} is to be {_default_direction(metric)}d, but "
-                          f"got {direction!r}, which would pick the worst model")
-        objectives = (ObjectiveSpec(metric, direction),)
+        metric = _metric(r, "metric", "val_accuracy", METRICS, custom)
+        objectives = (ObjectiveSpec(metric, _direction(r, metric)),)
     options = {}
     for key in ("sampler_options", "pruner_options"):
         options[key] = r.get(key) or {}
@@ -434,19 +407,24 @@ def _parse_study(r: _Reader) -> StudyConfig:
     )
 
 
-def _parse_data(r: _Reader) -> DataConfig:
-    r.only(["source", "validation_split", "test_split", "max_samples", "num_classes",
+def _parse_data(r: _Reader, *, data_given: bool = False) -> DataConfig:
+    r.only(["source", "loader", "validation_split", "test_split", "max_samples", "num_classes",
             "label_column", "image_size", "color_mode", "seed"])
     source = r.string("source")
-    if source is None:
+    loader = r.string("loader")
+    if source is not None and loader is not None:
+        raise r.error("loader", "give either data.source or data.loader, not both")
+    if source is None and loader is None and not data_given:
         raise r.error("source", f"must be set: one of {', '.join(BUILTIN_DATASETS)} or a path "
-                      "to a .npz file, a .csv file or a folder of class sub-folders")
+                      "to a .npz file, a .csv file or a folder of class sub-folders (or set "
+                      "data.loader: data.py:load, a function that returns the arrays)")
     size = r.get("image_size")
     if size is not None and not (isinstance(size, list) and len(size) == 2 and all(
             isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise r.error("image_size", f"must be [height, width] in pixels, but got {size!r}")
     return DataConfig(
         source=source,
+        loader=loader,
         validation_split=r.number("validation_split", 0.1, 0.0, 1.0, exclusive=True),
         test_split=r.number("test_split", 0.2, 0.0, 1.0, exclusive=True),
         max_samples=r.integer("max_samples", low=1),
@@ -473,9 +451,14 @@ def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
     if kind not in _PARAM_KEYS:
         raise r.error("type", f"must be one of float, int, categorical, but got {kind!r}")
     r.only(_PARAM_KEYS[kind])
-    setting = SETTINGS[name]
+    setting = SETTINGS.get(name)  # None: a name of a custom builder's, free of rules
 
     def check(key: str, value: Any) -> None:
+        if setting is None:
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise r.error(key, "must be a number, a string, a bool or null (what Optuna "
+                              f"can store), but got {value!r}")
+            return
         why = setting.check(value)
         if why:
             raise r.error(key, f"{name} {why}")
@@ -490,7 +473,8 @@ def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
             raise r.error("choices", f"must not repeat a value, but got {choices!r}")
         return Categorical(name, tuple(choices))
 
-    if setting.kind not in ("int", "float") or (kind == "float" and setting.kind == "int"):
+    if setting is not None and (setting.kind not in ("int", "float") or (
+            kind == "float" and setting.kind == "int")):
         wanted = "int or categorical" if setting.kind == "int" else "categorical"
         raise r.error("type", f"{name} is a {setting.kind} setting, so its type must be "
                       f"{wanted}, but got {kind!r}")

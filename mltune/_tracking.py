@@ -7,9 +7,13 @@ run belongs to the study; each trial gets a child run whose status follows the t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import tempfile
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +22,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mltune.errors import ConfigError, MltuneError
-from mltune.urls import redact
+from mltune._errors import ConfigError, MltuneError
+from mltune._urls import redact
 
 if TYPE_CHECKING:
     import keras
     import numpy as np
 
-__all__ = ["DEFAULT_TRACKING_URI", "RUN_STATUS", "Tracker", "project_run_id",
+__all__ = ["DEFAULT_TRACKING_URI", "Tracker", "project_run_id",
            "resolve_tracking_uri"]
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -43,10 +47,6 @@ class TrackingUnavailable(MltuneError):
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
-# Optuna trial state -> MLflow run status. A trial still RUNNING when the process stops was
-# interrupted: its run is FAILED, never left RUNNING.
-RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED",
-              "RUNNING": "FAILED", "WAITING": "FAILED"}
 
 PARENT_RUN_ID = "mlflow.parentRunId"
 
@@ -57,8 +57,46 @@ def project_run_id() -> str | None:
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """The option, else ``MLFLOW_TRACKING_URI``, else the embedded SQLite store."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The URI given, else the one the user set (``mlflow.set_tracking_uri`` or
+    ``MLFLOW_TRACKING_URI``), else the embedded SQLite store."""
+    from mlflow.tracking._tracking_service.utils import is_tracking_uri_set
+
+    if uri:
+        return uri
+    return mlflow.get_tracking_uri() if is_tracking_uri_set() else DEFAULT_TRACKING_URI
+
+
+@contextlib.contextmanager
+def _global_uri(uri: str) -> Iterator[None]:
+    """Model logging and loading resolve the tracking URI globally: set ours for that call
+    and put back exactly what the process had (set or not), so the caller's is untouched."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    # MLflow's context puts back its own setting, and on the way unsets MLFLOW_TRACKING_URI
+    # when that was where the URI came from (set_tracking_uri(None) clears it).
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+@contextlib.contextmanager
+def _no_run_urls() -> Iterator[None]:
+    """MLflow prints "View run ... at: <url>" for every run it ends on a server; the progress
+    display is the one place that talks to the user. Restored afterwards."""
+    key = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+    before = os.environ.get(key)
+    os.environ[key] = "true"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _now_ms() -> int:
@@ -72,13 +110,8 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
-        # MLflow prints "View run ... at: <url>" for every run it ends on a server; the
-        # progress display is the one place that talks to the user.
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.experiment_name = experiment
         self.experiment_id: str | None = None
-        # Model logging resolves the tracking URI globally; one URI per process.
-        mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
 
     # -- checks before anything is written -------------------------------------------------
@@ -176,7 +209,8 @@ class Tracker:
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status=status)
+        with _no_run_urls():
+            self.client.set_terminated(run_id, status=status)
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
@@ -205,8 +239,13 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: str | Path) -> None:
         self.client.log_artifacts(run_id, str(folder))
 
-    def log_model(self, run_id: str, model: keras.Model, example: np.ndarray) -> str:
-        """Log a Keras model with signature and input example; returns its model URI."""
+    def log_model(self, run_id: str, model: keras.Model, example: np.ndarray, *,
+                  code: tuple[list[str], list[str]] = ([], [])) -> str:
+        """Log a Keras model with signature and input example; returns its model URI.
+
+        ``code``: the user's files to ship (MLflow ``code_paths``) and the modules to import
+        before loading, so custom layers are registered (:func:`mltune._usercode.code_paths`).
+        With them, ``mlflow.pyfunc.load_model`` imports those modules itself."""
         import keras
         import numpy as np
         from mlflow.models import infer_signature
@@ -218,6 +257,7 @@ class Tracker:
         try:
             return self._log_to_run(run_id, "model", _KerasFlavor, model=model,
                                     signature=signature, input_example=example,
+                                    user_code=code,
                                     # MLflow would reload the model and predict the example
                                     # (0.3 s per model); the tests load and run logged models.
                                     validate_serving_input=False)
@@ -235,35 +275,48 @@ class Tracker:
         logged = self.client.create_logged_model(
             experiment_id=self.client.get_run(run_id).info.experiment_id, name=name,
             source_run_id=run_id)
-        info = Model.log(artifact_path=None, name=name, flavor=flavor, run_id=run_id,
-                         model_id=logged.model_id, pip_requirements=_requirements(keras),
-                         **kwargs)
+        with _global_uri(self.uri):
+            info = Model.log(artifact_path=None, name=name, flavor=flavor, run_id=run_id,
+                             model_id=logged.model_id, pip_requirements=_requirements(keras),
+                             **kwargs)
         return str(info.model_uri)
 
     # -- Model Registry ---------------------------------------------------------------------
     def load_keras_model(self, model_uri: str) -> keras.Model:
+        """The Keras model at ``model_uri``; the user's modules it ships are imported first,
+        so its custom layers load."""
+        import importlib
+        import sys
+
         import mlflow.keras
 
-        return mlflow.keras.load_model(model_uri)
+        with _global_uri(self.uri):
+            local = Path(mlflow.artifacts.download_artifacts(model_uri))
+            meta = local / _IMPORTS_FILE
+            if meta.exists():
+                code = str(local / "code")
+                if code not in sys.path:
+                    sys.path.append(code)  # after the user's own path: theirs come first
+                for module in json.loads(meta.read_text())["modules"]:
+                    importlib.import_module(module)
+            return mlflow.keras.load_model(str(local))
 
     def log_serving_model(self, run_id: str, model: keras.Model, *,
                           input_shape: tuple[int, ...], class_names: list[str],
-                          example: np.ndarray) -> str:
+                          example: np.ndarray, code: tuple[list[str], list[str]] = ([], [])
+                          ) -> str:
         """Log ``model`` as a python_function model that takes raw images in any usual form
-        (see :mod:`mltune.serving`); returns its model URI.
+        (see :mod:`mltune._serving`); returns its model URI.
 
         Its signature states the output only: MLflow's input enforcement would reject the
         uint8 and channel-less batches the loader accepts (it checks rank and dtype exactly).
         """
-        import json
-        import shutil
-
         import mlflow.pyfunc
         import numpy as np
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
-        import mltune.serving as serving
+        import mltune._serving as serving
 
         signature = ModelSignature(outputs=Schema([TensorSpec(
             np.dtype(np.float32), (-1, len(class_names)), name="probabilities")]))
@@ -271,14 +324,16 @@ class Tracker:
             data = Path(tmp, "data")
             data.mkdir()
             model.save(data / serving.KERAS_FILE)
+            files, modules = code
             (data / serving.META_FILE).write_text(json.dumps(
-                {"input_shape": list(input_shape), "class_names": class_names}))
+                {"input_shape": list(input_shape), "class_names": class_names,
+                 "modules": modules}))
             # Shipped under a name of its own, so loading needs no mltune installation.
-            code = Path(tmp, "mltune_serving.py")
-            shutil.copyfile(serving.__file__, code)
+            loader = Path(tmp, "mltune_serving.py")
+            shutil.copyfile(serving.__file__, loader)
             return self._log_to_run(
                 run_id, "serving_model", mlflow.pyfunc, loader_module="mltune_serving",
-                data_path=str(data), code_paths=[str(code)], signature=signature,
+                data_path=str(data), code_paths=[str(loader), *files], signature=signature,
                 input_example=example)
 
     def register_version(self, name: str, model_uri: str, *, run_id: str,
@@ -291,9 +346,13 @@ class Tracker:
             if e.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
         model_id = model_uri.removeprefix("models:/")
-        version = self.client.create_model_version(
-            name, source=model_uri, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
-            description=description, model_id=model_id)
+        # The registry looks the logged model up through the global tracking URI (MLflow 3.17:
+        # MlflowClient() in SqlAlchemyStore.create_model_version).
+        with _global_uri(self.uri):
+            version = self.client.create_model_version(
+                name, source=model_uri, run_id=run_id,
+                tags={k: str(v) for k, v in tags.items()}, description=description,
+                model_id=model_id)
         return str(version.version)
 
     def versions_of_run(self, name: str, run_id: str) -> list[Any]:
@@ -339,12 +398,44 @@ class _KerasFlavor:
     __name__ = "mlflow.keras"
 
     @staticmethod
-    def save_model(path: str, validate_serving_input: bool = True, **kwargs: Any) -> None:
+    def save_model(path: str, validate_serving_input: bool = True,
+                   user_code: tuple[list[str], list[str]] = ([], []), **kwargs: Any) -> None:
         # validate_serving_input is an option of Model.log, which passes it on to the flavor.
         import mlflow.keras
 
         os.makedirs(path, exist_ok=True)
         mlflow.keras.save_model(path=path, **kwargs)
+        files, modules = user_code
+        if files:
+            _ship_user_code(path, kwargs["mlflow_model"], files, modules)
+
+
+_IMPORTS_FILE = "mltune_imports.json"
+_LOADER_MODULE = "mltune_keras_loader"
+
+
+def _ship_user_code(path: str, model: Any, files: list[str], modules: list[str]) -> None:
+    """Put the user's files under ``code/`` (as MLflow's ``code_paths`` does) and make the
+    python_function flavor load through :mod:`mltune._keras_loader`, which imports
+    ``modules`` before Keras reads the model, so their custom layers are registered."""
+    import mltune._keras_loader as loader
+
+    code = Path(path, "code")
+    code.mkdir(exist_ok=True)
+    for f in files:
+        src = Path(f)
+        if src.is_dir():
+            shutil.copytree(src, code / src.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(src, code / src.name)
+    # Shipped under a name of its own, so loading needs no mltune installation.
+    shutil.copyfile(loader.__file__, code / f"{_LOADER_MODULE}.py")
+    conf = model.flavors["python_function"]
+    Path(path, _IMPORTS_FILE).write_text(json.dumps({"modules": modules}))
+    conf["loader_module"] = _LOADER_MODULE
+    conf["code"] = "code"
+    model.save(os.path.join(path, "MLmodel"))
 
 
 _CONTEXT: dict[str, str] | None = None

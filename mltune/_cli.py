@@ -91,7 +91,7 @@ def _quiet(debug: bool) -> None:
 
 
 def _run(debug: bool, fn: Callable[[], Any]) -> Any:
-    from mltune.errors import ConfigError, DataError, MltuneError
+    from mltune import ConfigError, DataError, MltuneError
 
     _quiet(debug)
     try:
@@ -162,20 +162,14 @@ def tune(
     """Run an Optuna study over the CNN; one MLflow parent run, one child run per trial."""
 
     def go() -> None:
-        from mltune.config import load_config
+        import mltune
 
-        cfg = load_config(config, set_ or [], data=data, sampler=sampler, n_trials=n_trials,
+        cfg = mltune.load_config(config, set_ or [], data=data, sampler=sampler, n_trials=n_trials,
                           timeout=timeout, name=study_name, seed=seed, experiment=experiment)
-        from mltune.progress import make_progress
-        from mltune.study import tune as run_study
-
         gpu_list = [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None
-        parallel = workers != 1 or gpu_list is not None or bool(trials_per_process)
-        result = run_study(cfg, storage=storage, tracking_uri=tracking_uri,
-                           progress=make_progress(cfg.study.metric,
-                                                  live=False if parallel else None),
-                           workers=workers, gpus=gpu_list, trials_per_gpu=trials_per_gpu,
-                           trials_per_process=trials_per_process)
+        result = mltune.tune(cfg, storage=storage, tracking_uri=tracking_uri, workers=workers,
+                             gpus=gpu_list, trials_per_gpu=trials_per_gpu,
+                             trials_per_process=trials_per_process)
         states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.states.items()))
         typer.echo(f"study {result.study_name}: {result.n_trials} trials ({states})")
         if result.best_trial is not None and cfg.study.multi_objective:
@@ -188,10 +182,9 @@ def tune(
         typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "
                    f"look at it with: {_ui_hint(tracking_uri, result.experiment_id)}")
         if register_as:
-            from mltune.registry import register_best
-
-            _echo_registration(register_best(study_name=result.study_name, name=register_as,
-                                             storage=storage, tracking_uri=tracking_uri))
+            _echo_registration(mltune.register_best(
+                study_name=result.study_name, name=register_as, storage=storage,
+                tracking_uri=tracking_uri))
 
     _run(debug, go)
 
@@ -210,15 +203,13 @@ def train(
     metrics. Searched settings that are not fixed take their defaults."""
 
     def go() -> None:
-        from mltune.config import load_config
+        import mltune
 
-        cfg = load_config(config, set_ or [], for_study=False, data=data, seed=seed,
+        cfg = mltune.load_config(config, set_ or [], for_study=False, data=data, seed=seed,
                           experiment=experiment)
-        from mltune.objective import train_run
-
-        run_id, test = train_run(cfg, tracking_uri=tracking_uri)
-        shown = " ".join(f"{k}={v:.4f}" for k, v in test.items())
-        typer.echo(f"run {run_id}: {shown}; look at it with: {_ui_hint(tracking_uri)}")
+        run = mltune.train(cfg, tracking_uri=tracking_uri)
+        shown = " ".join(f"{k}={v:.4f}" for k, v in run.test_metrics.items())
+        typer.echo(f"run {run.run_id}: {shown}; look at it with: {_ui_hint(tracking_uri)}")
 
     _run(debug, go)
 
@@ -241,9 +232,9 @@ def worker(
     same MLflow server."""
 
     def go() -> None:
-        from mltune.study import run_worker
+        import mltune
 
-        ran = run_worker(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+        ran = mltune.run_worker(study_name=study_name, storage=storage, tracking_uri=tracking_uri,
                          max_trials=max_trials)
         typer.echo(f"worker done: {ran} trials of study {study_name}")
 
@@ -265,10 +256,10 @@ def register(
     beats the current champion's, else challenger."""
 
     def go() -> None:
-        from mltune.registry import register_best
+        import mltune
 
-        _echo_registration(register_best(study_name=study, name=name, storage=storage,
-                                         tracking_uri=tracking_uri))
+        _echo_registration(mltune.register_best(study_name=study, name=name, storage=storage,
+                                                tracking_uri=tracking_uri))
 
     _run(debug, go)
 
@@ -297,14 +288,14 @@ def trials(
     """Print the trials of a study: number, state, value, params, MLflow run id."""
 
     def go() -> None:
-        from mltune.errors import ConfigError
+        from mltune import ConfigError
 
         if output_format not in ("table", "csv", "json"):
             raise ConfigError("--format", f"must be one of table, csv, json, but got "
                               f"{output_format!r}")
-        from mltune.study import load_trials
+        import mltune
 
-        frame = load_trials(study, storage)
+        frame = mltune.load_trials(study, storage)
         if output_format == "csv":
             typer.echo(frame.to_csv(index=False), nl=False)
         elif output_format == "json":
@@ -321,7 +312,7 @@ def trials(
 def _ui_hint(tracking_uri: str | None, experiment_id: str | None = None) -> str:
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if uri.startswith(("http://", "https://")):
-        from mltune.urls import redact
+        from mltune._urls import redact
 
         page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" if (
             experiment_id) else ""

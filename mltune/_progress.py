@@ -130,7 +130,23 @@ class RichProgress(PlainProgress):
 
 
 def make_progress(metric: str, *, live: bool | None = None) -> PlainProgress:
-    """A live display when stdout is a terminal, plain lines otherwise."""
+    """A live display on a terminal and in Jupyter (rich needs ipywidgets there: the
+    ``notebook`` extra), plain lines otherwise (logs, pipes, CI)."""
     if live is None:
-        live = sys.stdout.isatty()
+        live = sys.stdout.isatty() or _in_jupyter()
     return RichProgress(metric) if live else PlainProgress(metric)
+
+
+def _in_jupyter() -> bool:
+    """Whether this runs in a Jupyter kernel that can show rich's live display."""
+    import importlib.util
+
+    shell = sys.modules.get("IPython")
+    if shell is None:
+        return False
+    try:
+        ip = shell.get_ipython()
+    except AttributeError:
+        return False
+    kernel = ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
+    return kernel and importlib.util.find_spec("ipywidgets") is not None

@@ -11,15 +11,18 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
-from mltune.errors import NonFiniteLossError
+from mltune._errors import ConfigError, NonFiniteLossError
 
-__all__ = ["TrainResult", "evaluate", "inputs", "latency_ms", "make_optimizer", "release",
-           "train"]
+if TYPE_CHECKING:
+    from mltune._data import Dataset
+
+__all__ = ["TrainResult", "compile_model", "evaluate", "fit_inputs", "latency_ms",
+           "make_optimizer", "release", "train"]
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -87,7 +90,10 @@ class _Epochs(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
         self._start = time.perf_counter()
-        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        try:
+            self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        except (AttributeError, TypeError, ValueError):  # a builder's optimizer of its own
+            self._lr = math.nan
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         loss = (logs or {}).get("loss")
@@ -98,11 +104,17 @@ class _Epochs(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}
-        metrics["learning_rate"] = self._lr
+        if math.isfinite(self._lr):
+            metrics["learning_rate"] = self._lr
         metrics["epoch_seconds"] = time.perf_counter() - self._start
         self.epochs_run = epoch + 1
         for k, v in metrics.items():
             self.history.setdefault(k, []).append(v)
+        if self.metric not in metrics:
+            self.model.stop_training = True
+            raise ConfigError("study.metric", f"the model reports no metric {self.metric!r}; "
+                              f"it reports {', '.join(sorted(metrics))} (compile it with the "
+                              "metric, or choose one of these)")
         value = metrics[self.metric]
         better = value > self.best_value if self.maximize else value < self.best_value
         if math.isfinite(value) and (better or self.best_epoch < 0):
@@ -119,42 +131,52 @@ class _Epochs(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
+def compile_model(model: keras.Model, settings: dict[str, Any], *, steps_per_epoch: int = 1,
+                  one_hot: bool = False) -> None:
+    """The one compile recipe: the optimizer of ``settings``, cross-entropy on class indices
+    (or one-hot rows), accuracy. A model its builder compiled is not compiled again."""
+    model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
+                  loss="categorical_crossentropy" if one_hot else
+                  "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=settings.get("jit_compile", "auto"))
+
+
 def train(
     model: keras.Model,
     settings: dict[str, Any],
     *,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    data: Dataset,
     metric: str = "val_accuracy",
     maximize: bool = True,
     on_epoch: EpochHook | None = None,
+    callbacks: tuple[keras.callbacks.Callback, ...] = (),
+    fit_kwargs: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Fit ``model``; afterwards it holds the weights of the best epoch by ``metric``.
+    """Fit ``model`` on ``data``; afterwards it holds the weights of the best epoch by
+    ``metric``. An uncompiled model is compiled with :func:`compile_model`.
 
     ``on_epoch(epoch, metrics)`` is called after each epoch (0-based) and may raise to stop
     training (a pruned trial). A non-finite loss stops training at the batch where it
-    appears, with :class:`NonFiniteLossError`.
+    appears, with :class:`NonFiniteLossError`. ``callbacks`` (the user's) run before
+    mltune's own; ``fit_kwargs`` go to ``model.fit`` (``class_weight``...).
     """
     batch_size = int(settings["batch_size"])
-    steps = max(1, math.ceil(len(x_train) / batch_size))
-    model.compile(optimizer=make_optimizer(settings, steps),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=settings["jit_compile"])
+    stream = data.train_stream
+    steps = max(1, math.ceil(len(data.x_train) / batch_size)) if stream is None else (
+        len(stream) if hasattr(stream, "__len__") else 1)
+    if not model.compiled:
+        compile_model(model, settings, steps_per_epoch=steps, one_hot=data.one_hot)
     epochs = _Epochs(metric, maximize, settings["early_stopping_patience"], on_epoch)
-    callbacks: list[keras.callbacks.Callback] = []
+    extra: list[keras.callbacks.Callback] = list(callbacks)
     if settings["lr_schedule"] == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+        extra.append(keras.callbacks.ReduceLROnPlateau(
             monitor=metric, mode="max" if maximize else "min",
             factor=float(settings["lr_decay_rate"]), patience=1))
-    callbacks.append(epochs)
     start = time.perf_counter()
-    train_data, val_data = inputs(x_train, y_train, x_val, y_val, batch_size)
-    x, y = train_data
+    x, y, val = fit_inputs(data, batch_size)
     model.fit(x, y, batch_size=None if y is None else batch_size, shuffle=y is not None,
-              epochs=int(settings["epochs"]), validation_data=val_data,
-              callbacks=callbacks, verbose=0)
+              epochs=int(settings["epochs"]), validation_data=val,
+              callbacks=[*extra, epochs], verbose=0, **(fit_kwargs or {}))
     return TrainResult(
         best_value=epochs.best_value,
         best_epoch=epochs.best_epoch,
@@ -164,64 +186,31 @@ def train(
     )
 
 
-# The data as TensorFlow tensors, made once per process and keyed by the arrays (the data
-# module keeps them for the process), and the batched validation sets built from them.
-_CACHE_SIZE = 8
-_TENSORS: dict[int, tuple[np.ndarray, Any]] = {}
-_VAL_SETS: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray, Any]] = {}
+def fit_inputs(data: Dataset, batch_size: int) -> tuple[Any, Any, Any]:
+    """``(x, y, validation_data)`` for ``model.fit``.
 
-
-def _cached(cache: dict[Any, Any], key: Any, arrays: tuple[np.ndarray, ...],
-            make: Callable[[], Any]) -> Any:
-    hit = cache.get(key)
-    if hit is None or any(a is not b for a, b in zip(hit, arrays, strict=False)):
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        hit = cache[key] = (*arrays, make())
-    return hit[-1]
-
-
-def _tensor(array: np.ndarray) -> Any:
-    import tensorflow as tf
-
-    def make() -> Any:
-        with tf.device("/CPU:0"):  # host memory: the GPU keeps its memory for the model
-            return tf.constant(array)
-
-    return _cached(_TENSORS, id(array), (array,), make)
-
-
-def inputs(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-           batch_size: int) -> tuple[tuple[Any, Any], Any]:
-    """What ``model.fit`` gets: ``((x, y), validation_data)`` for NumPy arrays, or
-    ``((dataset, None), val_dataset)`` under TensorFlow.
-
-    Under TensorFlow the arrays become tensors once per process; each epoch gathers
-    shuffled batches from them in a ``tf.data`` pipeline that prefetches the next batch
-    while the current one trains, and the validation batches are cached after the first
-    pass. Other backends take the arrays (Keras feeds them batch by batch itself).
-    """
+    Streams go as they are (they are batched already). Arrays go to TensorFlow's ``tf.data``
+    pipeline under TensorFlow (:mod:`mltune._backend_tf`); other backends take the arrays
+    (Keras feeds them batch by batch itself)."""
+    val = data.val_stream if data.val_stream is not None else (data.x_val, data.y_val)
+    if data.train_stream is not None:
+        return data.train_stream, None, val
     if keras.backend.backend() != "tensorflow":
-        return (x_train, y_train), (x_val, y_val)
-    import tensorflow as tf
+        return data.x_train, data.y_train, val
+    from mltune._backend_tf import array_inputs
 
-    xt, yt = _tensor(x_train), _tensor(y_train)
-    auto = tf.data.AUTOTUNE
-    train = (tf.data.Dataset.range(len(x_train))
-             .shuffle(len(x_train), reshuffle_each_iteration=True)
-             .batch(batch_size)
-             .map(lambda i: (tf.gather(xt, i), tf.gather(yt, i)), num_parallel_calls=auto)
-             .prefetch(auto))
-    val = _cached(_VAL_SETS, (id(x_val), id(y_val), batch_size), (x_val, y_val), lambda: (
-        tf.data.Dataset.from_tensor_slices((_tensor(x_val), _tensor(y_val)))
-        .batch(batch_size).cache().prefetch(auto)))
-    return (train, None), val
+    train_set, val_set = array_inputs(data.x_train, data.y_train, data.x_val, data.y_val,
+                                      batch_size)
+    return train_set, None, val_set
 
 
-def evaluate(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 256
-             ) -> dict[str, float]:
-    """Loss and accuracy of a compiled model on (x, y)."""
-    logs = model.evaluate(x, y, batch_size=batch_size, verbose=0, return_dict=True)
+def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict[str, float]:
+    """The compiled metrics of ``model`` on the test split of ``data``."""
+    if data.test_stream is not None:
+        logs = model.evaluate(data.test_stream, verbose=0, return_dict=True)
+    else:
+        logs = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0,
+                              return_dict=True)
     return {k: float(v) for k, v in logs.items()}
 
 

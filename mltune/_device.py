@@ -41,28 +41,20 @@ def configure_gpus() -> None:
     """
     if _backend() != "tensorflow":
         return
-    with _native_logs_muted():
-        import tensorflow as tf
+    from mltune._backend_tf import configure_gpus as configure
 
-        gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised: memory growth is fixed by then
-            pass
+    with _native_logs_muted():
+        configure()
 
 
 def device_name() -> str:
     """The GPU's name (e.g. ``NVIDIA H100 80GB HBM3``) or ``CPU``."""
     backend = _backend()
     if backend == "tensorflow":
-        import tensorflow as tf
+        from mltune._backend_tf import gpu_name
 
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            details = tf.config.experimental.get_device_details(gpus[0])
-            return str(details.get("device_name", "GPU"))
-    elif backend == "jax":
+        return gpu_name() or "CPU"
+    if backend == "jax":
         import jax
 
         dev = jax.devices()[0]

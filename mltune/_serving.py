@@ -32,6 +32,13 @@ def to_batch(data: Any, input_shape: tuple[int, ...]) -> np.ndarray:
             data = np.stack([np.asarray(v) for v in data.ravel()])
     x = np.asarray(data)
     shape = tuple(input_shape)
+    if len(shape) != 3:  # not images: a custom model's own input
+        size = int(np.prod(shape))
+        if x.shape == shape:
+            x = x[None]
+        elif x.ndim == 2 and x.shape[1] == size:
+            x = x.reshape((len(x), *shape))
+        return x.astype(np.float32, copy=False)
     h, w, c = shape
     if x.ndim == 2 and x.shape[1] == h * w * c:  # flattened rows
         x = x.reshape((len(x), *shape))
@@ -60,9 +67,13 @@ class ImageClassifier:
 
 
 def _load_pyfunc(path: str) -> ImageClassifier:
+    import importlib
+
     import keras
 
     with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
         meta = json.load(f)
+    for module in meta.get("modules", []):  # the user's code: registers its custom layers
+        importlib.import_module(module)
     model = keras.saving.load_model(os.path.join(path, KERAS_FILE), compile=False)
     return ImageClassifier(model, tuple(meta["input_shape"]), list(meta["class_names"]))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-    from mltune.config import StudyConfig
+    from mltune._types import StudyConfig
 
 __all__ = ["best_trial", "dominates", "rule", "values_of"]
 

@@ -12,26 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from mltune.errors import NonFiniteLossError
-from mltune.search_space import suggest_all
-from mltune.selection import best_trial, dominates, values_of
+from mltune._errors import ConfigError, NonFiniteLossError
+from mltune._names import RUN_STATUS, Attr, Tag
+from mltune._optuna_compat import is_queued
+from mltune._search_space import suggest_all
+from mltune._selection import best_trial, dominates, values_of
+from mltune._session import fit_and_log
 
 if TYPE_CHECKING:
-    from mltune.config import Config
-    from mltune.data import Dataset
-    from mltune.progress import PlainProgress
-    from mltune.tracking import Tracker
+    from mltune._progress import PlainProgress
+    from mltune._session import Session
 
-__all__ = ["RUN_ID_ATTR", "Objective", "run_name"]
-
-RUN_ID_ATTR = "mlflow_run_id"
-MODEL_URI_ATTR = "mlflow_model_uri"
-
-
-WORKER_ATTR = "mltune_worker"
-ERROR_ATTR = "mltune_error"
-EPOCHS_ATTR = "epochs_run"  # epochs a trial trained, pruned ones included
-PRUNED_TAG = "mltune.pruned_at_epoch"
+__all__ = ["Objective", "run_name", "worker_id"]
 
 
 def worker_id() -> str:
@@ -55,12 +47,11 @@ def run_name(number: int) -> str:
 class Objective:
     """Callable passed to ``study.optimize``; one MLflow child run per trial."""
 
-    def __init__(self, config: Config, data: Dataset, tracker: Tracker, parent_run_id: str,
-                 progress: PlainProgress, tags: dict[str, str], queue_only: bool = False
-                 ) -> None:
-        self.config = config
-        self.data = data
-        self.tracker = tracker
+    def __init__(self, session: Session, parent_run_id: str, progress: PlainProgress,
+                 tags: dict[str, str], queue_only: bool = False) -> None:
+        self.session = session
+        self.config = session.config
+        self.tracker = session.tracker
         self.parent_run_id = parent_run_id
         self.progress = progress
         self.tags = tags
@@ -71,14 +62,16 @@ class Objective:
         self.queue_only = queue_only
         self.finished = 0  # trials this process ran to an end
         self.fatal: Exception | None = None  # stops the study: the tracking server is gone
+        # Stops the study too, with MLflow fine: a setup error every trial would repeat (the
+        # model reports no such metric).
+        self.stop_error: ConfigError | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        from mltune.trainer import release
+        from mltune._trainer import release
 
-        cfg, data = self.config, self.data
+        cfg = self.config
         sc = cfg.study
-        if self.queue_only and "fixed_params" not in trial.study._storage.get_trial_system_attrs(
-                trial._trial_id):
+        if self.queue_only and not is_queued(trial):
             trial.study.stop()
             raise optuna.TrialPruned("the grid is exhausted: no queued point left")
         sampled = suggest_all(cfg.search_space, trial)
@@ -86,14 +79,13 @@ class Objective:
         try:
             run_id = self.tracker.start_child(
                 self.parent_run_id, name=run_name(trial.number), params=sampled,
-                tags=self.tags | {"mltune.trial_number": str(trial.number),
-                                  "mltune.state": "RUNNING"})
+                tags=self.tags | {Tag.TRIAL_NUMBER: str(trial.number), Tag.STATE: "RUNNING"})
         except Exception as e:
             self._stop_if_tracking_down(trial, e)
             raise
         self.open_runs[trial.number] = run_id
-        trial.set_user_attr(RUN_ID_ATTR, run_id)
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+        trial.set_user_attr(Attr.RUN_ID, run_id)
+        trial.set_user_attr(Attr.WORKER, worker_id())
         self.progress.trial_started(trial.number, sampled)
         epochs = int(settings["epochs"])
         prune = sc.pruner != "none"
@@ -119,8 +111,7 @@ class Objective:
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
-            model, result = fit_and_log(settings, data, self.tracker, run_id, sc.metric,
-                                        sc.direction, on_epoch, seed)
+            model, result = fit_and_log(self.session, settings, run_id, on_epoch, seed)
             values = self._values(model, result, run_id)
             # Only a trial that beats the study's best so far (or, with several objectives,
             # joins the Pareto front) logs its model, so model logging costs a few calls per
@@ -130,7 +121,7 @@ class Objective:
             return values if sc.multi_objective else values[0]
         except optuna.TrialPruned:
             self.errors[trial.number] = f"at epoch {trained} of {epochs}"
-            self.tracker.set_tags(run_id, {PRUNED_TAG: str(trained)})
+            self.tracker.set_tags(run_id, {Tag.PRUNED_AT_EPOCH: str(trained)})
             if values_so_far:
                 best = max if sc.direction == "maximize" else min
                 self.tracker.log_metrics(run_id, {f"best_{sc.metric}": best(values_so_far)})
@@ -138,31 +129,34 @@ class Objective:
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
             self._stop_if_tracking_down(trial, e)
+            if isinstance(e, ConfigError) and self.stop_error is None:
+                self.stop_error = e
+                trial.study.stop()
             if self.fatal is None:
                 # Marks a trial that failed by itself, not one lost with its worker or server.
-                trial.set_user_attr(ERROR_ATTR, self.errors[trial.number][:1000])
+                trial.set_user_attr(Attr.ERROR, self.errors[trial.number][:1000])
                 self.tracker.log_error(run_id, e)
                 kind = ("out_of_memory" if out_of_memory(e) else "non_finite_loss"
                         if isinstance(e, NonFiniteLossError) else None)
                 if kind:  # this trial alone is at fault: the worker goes on
-                    self.tracker.set_tags(run_id, {"mltune.error_kind": kind})
+                    self.tracker.set_tags(run_id, {Tag.ERROR_KIND: kind})
             raise
         finally:
             if self.fatal is None:
-                trial.set_user_attr(EPOCHS_ATTR, trained)
+                trial.set_user_attr(Attr.EPOCHS, trained)
             release()
 
     def _values(self, model: Any, result: Any, run_id: str) -> list[float]:
         """The trial's value for each objective: a training metric at the best epoch, the
         model's parameter count, or its inference time per image."""
-        from mltune.trainer import latency_ms
+        from mltune._trainer import latency_ms
 
         values = []
         for o in self.config.study.objectives:
             if o.metric == "params":
                 values.append(float(model.count_params()))
             elif o.metric == "latency_ms":
-                ms = latency_ms(model, self.data.x_val)
+                ms = latency_ms(model, self.session.data.example(64))
                 self.tracker.log_metrics(run_id, {"latency_ms": ms})
                 values.append(ms)
             elif o.metric == self.config.study.metric:
@@ -176,7 +170,7 @@ class Objective:
         outage costs nothing. Past that, the server is down: stop this worker rather than
         fail trial after trial."""
         if self.fatal is None and self.tracker.unavailable(error):
-            from mltune.tracking import TrackingUnavailable
+            from mltune._tracking import TrackingUnavailable
 
             self.fatal = TrackingUnavailable(self.tracker.uri, error)
             trial.study.stop()
@@ -184,12 +178,12 @@ class Objective:
     def _log_model(self, trial: optuna.Trial, run_id: str, model: Any) -> None:
         # The trial trained fine: a model that cannot be saved must not lose its result.
         try:
-            uri = self.tracker.log_model(run_id, model, self.data.x_val[:5])
+            uri = self.session.log_model(run_id, model)
         except Exception as e:
-            self.tracker.set_tags(run_id, {"mltune.model_error": f"{type(e).__name__}: {e}"})
+            self.tracker.set_tags(run_id, {Tag.MODEL_ERROR: f"{type(e).__name__}: {e}"})
             self.progress.message(f"trial {trial.number}: model not logged ({e})")
             return
-        trial.set_user_attr(MODEL_URI_ATTR, uri)
+        trial.set_user_attr(Attr.MODEL_URI, uri)
 
     def _is_new_best(self, study: optuna.Study, values: list[float]) -> bool:
         sc = self.config.study
@@ -204,9 +198,7 @@ class Objective:
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: the run's status follows the trial's final state."""
-        from mltune.tracking import RUN_STATUS
-
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        run_id = trial.user_attrs.get(Attr.RUN_ID)
         state = trial.state.name
         self.open_runs.pop(trial.number, None)
         self.finished += 1
@@ -214,100 +206,10 @@ class Objective:
             self.progress.trial_finished(trial.number, state, None, str(self.fatal), None)
             return
         if run_id:
-            self.tracker.set_tags(run_id, {"mltune.state": state})
+            self.tracker.set_tags(run_id, {Tag.STATE: state})
             self.tracker.end_run(run_id, RUN_STATUS[state])
         best = best_trial(study, self.config.study)
         detail = self.errors.get(trial.number, "") if state in ("FAIL", "PRUNED") else ""
         value = trial.values[0] if trial.values else None
         self.progress.trial_finished(trial.number, state, value, detail,
                                      (best.number, best.values[0]) if best else None)
-
-
-def prepare(config: Config, tracking_uri: str | None) -> tuple[Tracker, Dataset]:
-    """The checks that come before anything is written: the tracking store, then the data
-    (loaded once per process). GPUs are set up before TensorFlow touches them."""
-    from mltune.data import load_data
-    from mltune.device import configure_gpus
-    from mltune.tracking import Tracker
-
-    sc = config.study
-    tracker = Tracker(tracking_uri, sc.experiment or sc.name)
-    tracker.check()
-    configure_gpus()
-    return tracker, load_data(config.data, seed=sc.seed)
-
-
-def fit_and_log(settings: dict[str, Any], data: Dataset, tracker: Tracker, run_id: str,
-                metric: str, direction: str, on_epoch: Any, seed: int | None
-                ) -> tuple[Any, Any]:
-    """Build and train a model on ``data``, logging its final metrics to ``run_id``."""
-    import keras
-
-    from mltune.model import build_model
-    from mltune.trainer import train
-
-    if seed is not None:
-        # Before building, so the initial weights are seeded as well as shuffling and dropout.
-        keras.utils.set_random_seed(seed)
-    model = build_model(settings, input_shape=data.input_shape, num_classes=data.num_classes,
-                        pixel_max=data.pixel_max)
-    result = train(model, settings, x_train=data.x_train, y_train=data.y_train,
-                   x_val=data.x_val, y_val=data.y_val, metric=metric,
-                   maximize=direction == "maximize", on_epoch=on_epoch)
-    tracker.log_metrics(run_id, {
-        f"best_{metric}": result.best_value,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "train_seconds": result.train_seconds,
-        "param_count": model.count_params(),
-    })
-    return model, result
-
-
-def train_run(config: Config, *, tracking_uri: str | None = None,
-              progress: PlainProgress | None = None) -> tuple[str, dict[str, float]]:
-    """``mltune train``: one MLflow run with fixed settings, no study.
-
-    Searched settings that are not fixed take their defaults. The model is evaluated on the
-    test split and logged. Returns the run id and the test metrics.
-    """
-    from mltune.device import device_name
-    from mltune.progress import PlainProgress
-    from mltune.tracking import project_run_id
-    from mltune.trainer import evaluate, release
-
-    sc = config.study
-    progress = progress or PlainProgress(sc.metric)
-    tracker, data = prepare(config, tracking_uri)
-    settings = dict(config.settings)
-    run_id = tracker.start_parent(name=f"train-{sc.name}", params=settings, tags={
-        "mltune.study_name": sc.name, "mltune.metric": sc.metric, "mltune.kind": "train",
-        "mltune.device": device_name()}, project_run_id=project_run_id())
-    epochs = int(settings["epochs"])
-    progress.trial_started(0, {})
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(run_id, metrics, step=epoch)
-        progress.epoch_ended(0, epoch, epochs, metrics)
-        progress.message(f"epoch {epoch + 1}/{epochs}: " + " ".join(
-            f"{k}={v:.4g}" for k, v in metrics.items()))
-
-    status = "FAILED"
-    try:
-        model, _ = fit_and_log(settings, data, tracker, run_id, sc.metric, sc.direction,
-                               on_epoch, sc.seed)
-        test = {f"test_{k}": v for k, v in evaluate(model, data.x_test, data.y_test).items()}
-        tracker.log_metrics(run_id, test)
-        tracker.log_model(run_id, model, data.x_val[:5])
-        status = "FINISHED"
-        return run_id, test
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except Exception as e:
-        tracker.log_error(run_id, e)
-        raise
-    finally:
-        tracker.end_run(run_id, status)
-        progress.close()
-        release()
