@@ -379,12 +379,12 @@ def _check_fit_kwargs(fit_kwargs: Mapping[str, Any] | None, source: str) -> None
 
 @contextlib.contextmanager
 def _library_quiet() -> Iterator[None]:
-    """Optuna logs a line per trial at INFO; mltune's progress display says the same. Its
-    verbosity is put back afterwards."""
+    """Optuna logs each trial's end (a failed one with its traceback, as a warning); mltune's
+    progress display says the same in one line. Its verbosity is put back afterwards."""
     import optuna
 
     before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(max(before, optuna.logging.ERROR))
     try:
         yield
     finally:

@@ -6,11 +6,11 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-__all__ = ["configure_gpus", "device_name"]
+__all__ = ["configure_gpus", "device_name", "native_logs_muted"]
 
 
 @contextlib.contextmanager
-def _native_logs_muted() -> Iterator[None]:
+def native_logs_muted() -> Iterator[None]:
     """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL
     before absl logging is initialised; when that variable asks for quiet, hold stderr's
     file descriptor shut while TensorFlow starts."""
@@ -28,7 +28,7 @@ def _native_logs_muted() -> Iterator[None]:
 
 
 def _backend() -> str:
-    with _native_logs_muted():
+    with native_logs_muted():
         import keras
 
     return str(keras.backend.backend())
@@ -43,7 +43,7 @@ def configure_gpus() -> None:
         return
     from mltune._backend_tf import configure_gpus as configure
 
-    with _native_logs_muted():
+    with native_logs_muted():
         configure()
 
 

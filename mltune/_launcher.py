@@ -34,9 +34,11 @@ def gpu_slots(gpus: list[str], trials_per_gpu: int) -> list[dict[str, str]]:
 
 
 def worker_command(study_name: str, storage: str | None, tracking_uri: str,
-                   max_trials: int | None) -> tuple[list[str], dict[str, str], str]:
+                   max_trials: int | None, python_path: tuple[str, ...] = ()
+                   ) -> tuple[list[str], dict[str, str], str]:
     """The ``mltune worker`` command line, its environment and the storage URL it uses.
-    URLs go by environment, not arguments: a password in one would show in ``ps``."""
+    URLs go by environment, not arguments: a password in one would show in ``ps``.
+    ``python_path``: folders the workers need on ``sys.path`` (the user's modules)."""
     url = storage or DEFAULT_STORAGE
     if "://" not in url:
         url = str(Path(url).resolve())
@@ -45,6 +47,9 @@ def worker_command(study_name: str, storage: str | None, tracking_uri: str,
         command += ["--max-trials", str(max_trials)]
     env = {**os.environ, STORAGE_ENV: url, "MLFLOW_TRACKING_URI": tracking_uri,
            LAUNCHED_ENV: "1"}
+    if python_path:
+        env["PYTHONPATH"] = os.pathsep.join([*python_path, *filter(None, [
+            os.environ.get("PYTHONPATH")])])
     return command, env, url
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -120,7 +121,8 @@ def run_study(
     study.set_user_attr(Attr.STUDY_TARGET, counted(study) + (n_trials or 0))
     if not in_process:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
-                            slots, storage, trials_per_process)
+                            slots, storage, trials_per_process,
+                            python_path=_module_roots(user.builder, user.loader))
     objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc))
     done = len(study.trials)
     status = "FAILED"
@@ -164,6 +166,22 @@ def _check_for_workers(config: Config, user: UserCode, keras_callbacks: tuple[An
     if keras_callbacks or fit_kwargs:
         raise ConfigError("callbacks", "Keras callbacks and fit_kwargs stay in this process; "
                           "they cannot reach worker processes", source=config.source)
+
+
+def _module_roots(*functions: Callable[..., Any] | None) -> tuple[str, ...]:
+    """The folders from which the modules of ``functions`` (passed from Python) import: a
+    launched worker gets them on its path, as the launching script or notebook had them."""
+    roots = []
+    for fn in functions:
+        module = sys.modules.get(getattr(fn, "__module__", "") or "")
+        file = getattr(module, "__file__", None)
+        if fn is None or module is None or not file or module.__name__ == "__main__":
+            continue
+        root = Path(file).resolve().parent
+        for _ in range(module.__name__.count(".") + (Path(file).name == "__init__.py")):
+            root = root.parent
+        roots.append(str(root))
+    return tuple(dict.fromkeys(roots))
 
 
 def _open_study(session: Session, storage: str | None, *, seed: int | None, create: bool
@@ -228,7 +246,8 @@ def _optimize(study: optuna.Study, objective: Objective, tracker: Tracker,
 
 def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_run_id: str,
                  progress: PlainProgress, n_trials: int, slots: list[dict[str, str]],
-                 storage: str | None, trials_per_process: int | None = None) -> StudyResult:
+                 storage: str | None, trials_per_process: int | None = None,
+                 python_path: tuple[str, ...] = ()) -> StudyResult:
     """Start one ``mltune worker`` process per slot on the study and wait for them.
 
     They share nothing but the storage and the tracking store: the same command joins the
@@ -242,7 +261,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
         study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
     study.set_user_attr(Attr.STUDY_TARGET, counted(study) + n_trials)
     command, env, url = worker_command(config.study.name, storage, tracker.uri,
-                                       trials_per_process)
+                                       trials_per_process, python_path)
     if workers == 0:
         progress.message(f"study {config.study.name}: ready for {n_trials} trials; start "
                          f"workers with: mltune worker --study-name {config.study.name} "

@@ -54,10 +54,15 @@ def resolve(ref: str, *, key: str, source: str | None = None) -> Callable[..., A
 
 
 def _import(target: str, key: str, source: str | None) -> ModuleType:
+    from mltune._device import native_logs_muted
+
     try:
-        if target.endswith(".py"):
-            return _import_file(Path(target), key, source)
-        return importlib.import_module(target)
+        # The user's module imports Keras, which starts TensorFlow: its native start-up lines
+        # are muted as mltune's own start of TensorFlow is.
+        with native_logs_muted():
+            if target.endswith(".py"):
+                return _import_file(Path(target), key, source)
+            return importlib.import_module(target)
     except ConfigError:
         raise
     except ModuleNotFoundError as e:

@@ -356,6 +356,7 @@ def test_tune_leaves_the_process_as_it_found_it(user_code, tmp_path, how) -> Non
         d = load_digits()
         x, y = d.images[:200, ..., None].astype("float32"), d.target[:200]
         {set_uri}
+        before = os.environ.get("MLFLOW_TRACKING_URI")  # MLflow's own doing, either way
         for i, mixed in enumerate([False, True]):
             r = mltune.tune(model=usermodels.build, data=(x, y), search_space={{
                 "depth": {{"type": "int", "low": 1, "high": 1}},
@@ -364,14 +365,13 @@ def test_tune_leaves_the_process_as_it_found_it(user_code, tmp_path, how) -> Non
                 study_name=f"nb-{{i}}", storage="journal.log", progress=False)
             assert r.states == {{"COMPLETE": 1}}, r.states
             print("uri", mlflow.get_tracking_uri(), "policy", keras.config.dtype_policy().name,
-                  "env", os.environ.get("MLFLOW_TRACKING_URI"))
+                  "env unchanged", os.environ.get("MLFLOW_TRACKING_URI") == before)
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = [line for line in out.stdout.splitlines() if line.startswith("uri")]
-    env = "sqlite:///user.db" if how == "MLFLOW_TRACKING_URI" else None
-    assert lines == [f"uri sqlite:///user.db policy float32 env {env}"] * 2
+    assert lines == ["uri sqlite:///user.db policy float32 env unchanged True"] * 2
     client = MlflowClient(f"sqlite:///{tmp_path / 'user.db'}")
     names = {e.name for e in client.search_experiments()}
     assert {"nb-0", "nb-1"} <= names
@@ -394,15 +394,21 @@ def test_a_resumed_seeded_study_samples_new_points(stores) -> None:
 
 @pytest.mark.slow
 def test_workers_import_the_builder_and_the_loader_by_reference(user_code, stores) -> None:
-    """Worker processes rebuild the study from its storage: the builder and loader come
-    from the files the study names, with a pruner and a QMC sampler on top."""
-    result = mltune.tune(_study_file(user_code), workers=2, n_trials=4, sampler="qmc",
-                         pruner="median", epochs=2, study_name="custom-workers", **stores)
+    """Worker processes rebuild the study from its storage: the loader comes from the file
+    the study names, the builder passed from Python from its module (on this process's path
+    only), with a pruner and a QMC sampler on top."""
+    import usermodels
+
+    result = mltune.tune(_study_file(user_code), model=usermodels.build, workers=2,
+                         n_trials=4, sampler="qmc", pruner="median", epochs=2,
+                         study_name="custom-workers", **stores)
+    parent = MlflowClient(stores["tracking_uri"]).get_run(result.parent_run_id)
+    assert parent.data.tags["mltune.builder"] == "usermodels:build"
     assert result.states == {"COMPLETE": 4}
     trials = mltune.load_study("custom-workers", stores["storage"]).trials
     assert len({t.user_attrs["mltune_worker"] for t in trials}) == 2
     children = _children(stores["tracking_uri"], result.parent_run_id)
     assert {c.info.status for c in children} == {"FINISHED"} and len(children) == 4
-    with pytest.raises(mltune.ConfigError, match="worker processes .* load the data"):
+    with pytest.raises(mltune.ConfigError, match=r"worker processes .* load the data"):
         mltune.tune(_study_file(user_code), data=(np.zeros((8, 8, 8, 1)), np.arange(8) % 2),
                     workers=2, n_trials=1, study_name="arrays-workers", **stores)

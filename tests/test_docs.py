@@ -25,6 +25,7 @@ def test_the_api_example_runs_as_written(tmp_path: Path) -> None:
     assert len(study.trials) == 4
     best_line = out.stdout.strip().splitlines()[-2]
     assert best_line.startswith(str(study.best_value))
-    run = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(
-        study.best_trial.user_attrs["mlflow_run_id"])
-    assert run.info.status == "FINISHED" and run.data.tags["mltune.builder"] == "__main__:build"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert run.info.status == "FINISHED" and parent.data.tags["mltune.builder"] == "__main__:build"
