@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import platform
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -29,6 +30,22 @@ def data_file(path: Path) -> Path | None:
         print(f"error: no such file: {data} (see --data)", file=sys.stderr)
         return None
     return data
+
+
+@contextlib.contextmanager
+def working_dir(path: Path) -> Iterator[None]:
+    """Run the block with ``path`` as the current folder (``contextlib.chdir`` of 3.11).
+
+    MLflow keeps the artifacts of a ``sqlite:///`` store (logged models, the study report)
+    under ``./mlruns`` of the folder that is current when the process first opens the store,
+    not next to the database; a benchmark runs its studies from their temporary folder so
+    that those go, and are deleted, with it (instead of piling up in the repository)."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def data_parser(doc: str | None, samples: int | None, samples_help: str,

@@ -3,22 +3,23 @@
 Seven contenders tune the same CNN on the same MNIST subset under the same epoch budget:
 
 - Keras Tuner ``RandomSearch``, ``BayesianOptimization`` and ``Hyperband``;
-- mltune (in-process ``mltune.study.tune``) with the ``random``, ``grid`` and ``tpe``
-  samplers, and ``tpe`` with Optuna's Hyperband pruner (``study.pruner: hyperband``).
+- mltune (in-process, through the public ``mltune.tune``) with the ``random``, ``grid`` and
+  ``tpe`` samplers, and ``tpe`` with Optuna's Hyperband pruner (``study.pruner: hyperband``).
 
 **Data.** ``--samples`` images of ``--data`` (``data.max_samples``; 20% held out for
-validation), split by ``mltune.data.load_data`` with the fixed seed ``DATA_SEED`` for every
+validation), split by ``mltune._data.load_data`` with the fixed seed ``DATA_SEED`` for every
 run, whatever the run's seed; the test split is MNIST's 10,000 test images. A run's seed only
 seeds the tuner (Keras Tuner's oracle and ``keras.utils.set_random_seed``; mltune's
 ``study.seed``, which seeds the sampler and each trial's Keras seed; the study name, which
 holds the seed, decides the brackets of Optuna's Hyperband pruner). mltune splits the data
 with ``data.seed``, set to ``DATA_SEED``.
 
-**Model and search space.** Both tools build ``mltune.model.build_model`` from
-``mltune.settings.default_settings()`` with the fixed ``TRAINING`` settings and the sampled
-values on top, and compile it as ``mltune.trainer.train`` does (``make_optimizer``,
-sparse categorical cross-entropy, accuracy). The space ``SPACE`` is discrete (162 points), so
-grid search and both tools express it identically (``hp.Choice`` / ``type: categorical``).
+**Model and search space.** Both tools build ``mltune._model.build_model`` (mltune's
+built-in CNN) from ``mltune._settings.default_settings()`` with the fixed ``TRAINING``
+settings and the sampled values on top, and compile it with ``mltune._trainer.compile_model``
+(the recipe mltune's trainer compiles with: the settings' optimizer, sparse categorical
+cross-entropy, accuracy). The space ``SPACE`` is discrete (162 points), so grid search and
+both tools express it identically (``hp.Choice`` / ``type: categorical``).
 The objective is the best epoch's ``val_accuracy`` of a trial in both tools.
 
 **Budget.** Every contender gets ``--budget-epochs`` B epochs in all and at most
@@ -231,20 +232,21 @@ def warm_up_tensorflow() -> None:
     import keras
     import numpy as np
 
-    from mltune.model import build_model
-    from mltune.settings import default_settings
+    from mltune._model import build_model
+    from mltune._settings import default_settings
+    from mltune._trainer import compile_model
 
     x = np.zeros((64, 28, 28, 1), dtype=np.uint8)
     y = np.zeros(64, dtype=np.int64)
     model = build_model(default_settings(), input_shape=(28, 28, 1), num_classes=10)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_model(model, default_settings())
     model.fit(x, y, batch_size=32, epochs=1, validation_data=(x, y), verbose=0)
     keras.backend.clear_session()
 
 
 def load_split(args: argparse.Namespace) -> Any:
-    from mltune.config import parse_config
-    from mltune.data import load_data
+    from mltune._config import parse_config
+    from mltune._data import load_data
 
     config = parse_config(study_dict(args, "random", DATA_SEED), source="bench/compare.py")
     return load_data(config.data, seed=DATA_SEED)
@@ -265,9 +267,9 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
     import keras
     import keras_tuner as kt
 
-    from mltune.model import build_model
-    from mltune.settings import default_settings
-    from mltune.trainer import make_optimizer
+    from mltune._model import build_model
+    from mltune._settings import default_settings
+    from mltune._trainer import compile_model
 
     data = load_split(args)
     steps = math.ceil(len(data.x_train) / TRAINING["batch_size"])
@@ -278,10 +280,7 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
         settings |= {name: hp.Choice(name, values) for name, values in SPACE.items()}
         model = build_model(settings, input_shape=data.input_shape,
                             num_classes=data.num_classes, pixel_max=data.pixel_max)
-        # As mltune.trainer.train compiles (jit_compile: a setting of newer mltune versions).
-        extra = {"jit_compile": settings["jit_compile"]} if "jit_compile" in settings else {}
-        model.compile(optimizer=make_optimizer(settings, steps),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"], **extra)
+        compile_model(model, settings, steps_per_epoch=steps)  # as mltune's trainer compiles
         return model
 
     points: list[tuple[float, float]] = []
@@ -339,8 +338,10 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
 def trial_epochs(trial: Any, max_epochs: int) -> int:
     """Epochs a finished trial trained: mltune's ``epochs_run`` attribute, or else the
     epochs it reported, or else (a complete trial without either) ``max_epochs``."""
-    if "epochs_run" in trial.user_attrs:
-        return int(trial.user_attrs["epochs_run"])
+    from mltune._names import Attr
+
+    if Attr.EPOCHS in trial.user_attrs:
+        return int(trial.user_attrs[Attr.EPOCHS])
     if trial.intermediate_values:
         return len(trial.intermediate_values)
     return max_epochs if trial.state.name == "COMPLETE" else 0
@@ -353,8 +354,8 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from mltune.config import parse_config
-    from mltune.study import load_study, tune
+    import mltune
+    from mltune._names import Attr
 
     raw = study_dict(args, "tpe" if algorithm == "tpe-hyperband" else algorithm, seed)
     if algorithm.startswith("tpe") and args.initial_points is not None:
@@ -373,8 +374,7 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
             if sum(trial_epochs(t, max_epochs) for t in done) >= budget:
                 study.stop()
 
-        kwargs["callbacks"] = (stop_at_budget,)
-    config = parse_config(raw, source="bench/compare.py")
+        kwargs["trial_callbacks"] = (stop_at_budget,)
     data = load_split(args)  # cached in-process: tune() gets it without loading again
     storage = str(folder / "journal.log")
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -384,10 +384,11 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
 
     start_epoch = time.time()
     t0 = time.perf_counter()
-    tune(config, storage=storage, tracking_uri=tracking_uri, **kwargs)
+    result = mltune.tune(raw, storage=storage, tracking_uri=tracking_uri, progress=False,
+                         **kwargs)
     wall = time.perf_counter() - t0
 
-    study = load_study(config.study.name, storage)
+    study = mltune.load_study(result.study_name, storage)
     points: list[tuple[float, float]] = []
     epochs = 0
     states: dict[str, int] = {}
@@ -406,7 +407,7 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
 
     best = study.best_trial
     mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.keras.load_model(best.user_attrs["mlflow_model_uri"])
+    model = mlflow.keras.load_model(best.user_attrs[Attr.MODEL_URI])
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     test = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0,
                           return_dict=True)
@@ -426,8 +427,7 @@ def child(args: argparse.Namespace) -> int:
         import keras_tuner  # noqa: F401
     else:
         import mlflow.keras  # noqa: F401
-
-        import mltune.study  # noqa: F401
+        import optuna  # noqa: F401
     warm_up_tensorflow()
     load_split(args)
     with tempfile.TemporaryDirectory(prefix=f"compare-{name}-") as folder:

@@ -6,12 +6,12 @@ process of this script, in-process first, and reports both; ``--mode in-process`
 ``--mode recycled`` runs one, in this process).
 
 In one process (the figure of record for the target): a real study runs in-process through
-``mltune.config.parse_config`` and ``mltune.study.tune``: random sampler (fixed seed) over a
+the public API, ``mltune.tune(study_dict, ...)``: random sampler (fixed seed) over a
 small CNN search space (filters, dense_units, learning_rate, batch_size), ``--epochs``
 epoch(s) per trial on a ``--samples`` subset of real MNIST, an Optuna journal file and an
 MLflow SQLite store in a new temporary folder; MLflow logs every trial's params and metrics,
 and the model of every trial that beats the best so far, as in any study. An Optuna callback
-passed to ``tune(callbacks=...)`` samples the resident set size (psutil, else
+passed to ``mltune.tune(trial_callbacks=...)`` samples the resident set size (psutil, else
 ``/proc/self/statm``) after each trial, once mltune has released the trial's model
 (``clear_session``).
 
@@ -22,7 +22,8 @@ least-squares line through trials 5..last; the highest sample and the process's 
 (``ru_maxrss``, within trials too); RSS after ``tune`` returned (end-of-study report); every
 trial's sample.
 
-Recycled (``tune(config, trials_per_process=N)``, the CLI's ``--trials-per-process N``, N from
+Recycled (``mltune.tune(study_dict, trials_per_process=N)``, the CLI's
+``--trials-per-process N``, N from
 ``--trials-per-process``, default 10): the same study config, its trials run by one
 ``mltune worker --max-trials N`` process at a time, which the launcher (this process: it
 holds the study and the MLflow client and trains nothing) replaces with a fresh one after N
@@ -42,8 +43,8 @@ points than the in-process study (trials take other times; compare time outside 
 Diagnostics, when growth is in question (they change what is measured, so they are off for
 the figure of record; they apply to the in-process measurement only): ``--tracemalloc``
 traces Python allocations and prints the lines that grew most between trial 1 and the last
-trial; ``--no-model-logging`` replaces the bench process's ``Objective._log_model`` with a
-no-op (mltune's code is not changed) to show what model logging holds on to.
+trial; ``--malloc-trim`` hands glibc's free heap pages back after each sample. Nothing of
+mltune is patched or wrapped: the study runs as a user runs it.
 
 Run from the repository root, e.g.::
 
@@ -59,6 +60,7 @@ Run from the repository root, e.g.::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import itertools
 import json
@@ -85,6 +87,7 @@ from _common import (  # bench/_common.py
     fmt_table,
     machine_info,
     publish,
+    working_dir,
 )
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -116,8 +119,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tracemalloc", action="store_true",
                    help="diagnostic: trace Python allocations; print what grew most (slows "
                    "the study down about 2x and adds its own memory)")
-    p.add_argument("--no-model-logging", action="store_true",
-                   help="diagnostic: no trial logs its model (bench process only)")
     p.add_argument("--malloc-trim", action="store_true",
                    help="diagnostic: after each trial's sample, call glibc's malloc_trim(0) "
                    "and sample again (free heap pages handed back)")
@@ -182,11 +183,11 @@ class Sampler:
     snapshots: dict[int, Any] = field(default_factory=dict)  # trial -> tracemalloc snapshot
 
     def __call__(self, study: Any, trial: Any) -> None:
-        from mltune.objective import MODEL_URI_ATTR
+        from mltune._names import Attr
 
         s = Sample(trial=len(self.samples) + 1, rss=rss_bytes(),
                    seconds=time.perf_counter() - self.start, state=trial.state.name,
-                   model_logged=MODEL_URI_ATTR in trial.user_attrs, params=dict(trial.params),
+                   model_logged=Attr.MODEL_URI in trial.user_attrs, params=dict(trial.params),
                    started=epoch(trial.datetime_start), completed=epoch(trial.datetime_complete))
         if self.trim:
             malloc_trim()
@@ -198,7 +199,8 @@ class Sampler:
                          for k, v in sorted(s.params.items()))
         print(f"  trial {s.trial:3d}/{self.total} {s.state:8s} RSS {s.rss / MB:7.1f} MB"
               + ("" if s.trimmed is None else f" (trimmed {s.trimmed / MB:7.1f})")
-              + f"  {shown}" + ("  model logged" if s.model_logged else ""), flush=True)
+              + f"  {shown}" + ("  model logged" if s.model_logged else ""),
+              file=sys.__stdout__, flush=True)  # past tune()'s redirected progress lines
 
 
 def epoch(when: Any) -> float:
@@ -248,30 +250,30 @@ class Run:
         return cls(**{**d, "samples": [Sample(**x) for x in d["samples"]]})
 
 
+def import_libraries() -> None:
+    """What a study imports (TensorFlow, Keras, Optuna, MLflow), before RSS is first taken."""
+    import keras  # noqa: F401  (TensorFlow)
+    import mlflow  # noqa: F401
+    import optuna  # noqa: F401
+
+
 def run_study(args: argparse.Namespace, data: Path) -> Run:
-    from mltune.config import parse_config
-    from mltune.device import configure_gpus
-    from mltune.progress import PlainProgress
-    from mltune.study import tune
+    import mltune
 
-    configure_gpus()  # imports TensorFlow with its start-up lines muted, as mltune does
+    import_libraries()
     quiet_libraries()
-    config = parse_config(study_config(args, data), source="bench/memory.py")
-    if args.no_model_logging:
-        from mltune.objective import Objective
-
-        setattr(Objective, "_log_model", lambda self, trial, run_id, model: None)  # noqa: B010
     sampler = Sampler(total=args.trials, trace=args.tracemalloc, trim=args.malloc_trim)
-    with tempfile.TemporaryDirectory(prefix="mltune-bench-") as folder:
+    with (tempfile.TemporaryDirectory(prefix="mltune-bench-") as folder,
+          working_dir(Path(folder))):  # MLflow's artifacts go to ./mlruns
         journal = str(Path(folder) / "optuna_journal.log")
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
-        progress = PlainProgress(config.study.metric, stream=io.StringIO())
         if args.tracemalloc:
             tracemalloc.start(1)  # one frame: the allocating line
         before = rss_bytes()
         start = sampler.start = time.perf_counter()
-        result = tune(config, storage=journal, tracking_uri=uri, progress=progress,
-                      callbacks=(sampler,))
+        with contextlib.redirect_stdout(io.StringIO()):  # the plain progress lines
+            result = mltune.tune(study_config(args, data), storage=journal, tracking_uri=uri,
+                                 progress=False, trial_callbacks=[sampler])
         wall = time.perf_counter() - start
         after = rss_bytes()
     return Run(before=before, after=after, peak=peak_rss_bytes(), wall=wall,
@@ -374,7 +376,8 @@ class Monitor:
             if new:
                 shown = " ".join([Path(cmd[0]).name, *cmd[1:]]) if cmd else "?"
                 self.procs[child.pid] = Proc(child.pid, created, shown, [])
-                print(f"  process {child.pid} started: {shown}", flush=True)
+                print(f"  process {child.pid} started: {shown}", file=sys.__stdout__,
+                      flush=True)  # past tune()'s redirected progress lines
             self.procs[child.pid].samples.append((now, rss))
 
 
@@ -391,9 +394,9 @@ def created_at(proc: Any) -> float:
 
 
 def worker_pid(trial: Any) -> int | None:
-    from mltune.objective import WORKER_ATTR
+    from mltune._names import Attr
 
-    worker = trial.user_attrs.get(WORKER_ATTR)
+    worker = trial.user_attrs.get(Attr.WORKER)
     try:
         return int(str(worker).rsplit(":", 1)[1])
     except (IndexError, ValueError):
@@ -401,32 +404,26 @@ def worker_pid(trial: Any) -> int | None:
 
 
 def run_recycled(args: argparse.Namespace, data: Path) -> RecycledRun:
-    import optuna
+    import mltune
+    from mltune._names import Attr
 
-    from mltune.config import parse_config
-    from mltune.device import configure_gpus
-    from mltune.objective import MODEL_URI_ATTR
-    from mltune.progress import PlainProgress
-    from mltune.study import open_storage, tune
-
-    configure_gpus()  # as the CLI's launcher does: TensorFlow imported
+    import_libraries()  # as the CLI's launcher has: TensorFlow imported
     quiet_libraries()
-    config = parse_config(study_config(args, data), source="bench/memory.py")
-    with tempfile.TemporaryDirectory(prefix="mltune-bench-") as folder:
+    with (tempfile.TemporaryDirectory(prefix="mltune-bench-") as folder,
+          working_dir(Path(folder))):  # MLflow's artifacts go to ./mlruns
         journal = str(Path(folder) / "optuna_journal.log")
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
-        progress = PlainProgress(config.study.metric, stream=io.StringIO())
         before = rss_bytes()
-        with Monitor(args.interval) as monitor:
+        with Monitor(args.interval) as monitor, contextlib.redirect_stdout(io.StringIO()):
             start = time.perf_counter()
-            result = tune(config, storage=journal, tracking_uri=uri, progress=progress,
-                          trials_per_process=args.trials_per_process)
+            result = mltune.tune(study_config(args, data), storage=journal, tracking_uri=uri,
+                                 progress=False, trials_per_process=args.trials_per_process)
             wall = time.perf_counter() - start
         after = rss_bytes()
-        study = optuna.load_study(study_name=STUDY_NAME, storage=open_storage(journal))
+        study = mltune.load_study(STUDY_NAME, journal)
         trials = [TrialInfo(number=t.number, pid=worker_pid(t), state=t.state.name,
                             started=epoch(t.datetime_start), completed=epoch(t.datetime_complete),
-                            model_logged=MODEL_URI_ATTR in t.user_attrs) for t in study.trials]
+                            model_logged=Attr.MODEL_URI in t.user_attrs) for t in study.trials]
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return RecycledRun(per_process=args.trials_per_process, interval=args.interval, wall=wall,
                        before=before, after=after, peak=peak_rss_bytes(),
@@ -621,7 +618,7 @@ def render_inprocess(args: argparse.Namespace, run: Run) -> list[str]:
     states = ", ".join(f"{v} {k}" for k, v in sorted(run.states.items()))
     logged = sum(x.model_logged for x in s)
     lines = [
-        f"One process, one study through `mltune.study.tune`: {study_words(args)} ({logged} "
+        f"One process, one study through `mltune.tune`: {study_words(args)} ({logged} "
         f"of {len(s)} here). Trials: {states}. RSS is sampled by an Optuna callback after "
         "each trial, after mltune has released the trial's model.",
         "",
@@ -658,7 +655,7 @@ def render_recycled(args: argparse.Namespace, rec: RecycledRun, run: Run | None)
     lines = [
         f"### In recycled worker processes (`--trials-per-process {rec.per_process}`)",
         "",
-        f"The same study through `tune(config, trials_per_process={rec.per_process})` (the "
+        f"The same study through `mltune.tune(study, trials_per_process={rec.per_process})` (the "
         f"CLI's `mltune tune study.yaml --trials-per-process {rec.per_process}`): "
         f"{study_words(args)} ({logged} of {len(rec.trials)} here). Its trials run in one "
         f"`mltune worker --max-trials {rec.per_process}` process at a time, which the "
@@ -738,7 +735,6 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
     if rec is not None:
         lines.append(recycled_bullet(rec))
     diagnostics = [name for name, on in (("--tracemalloc", args.tracemalloc),
-                                         ("--no-model-logging", args.no_model_logging),
                                          ("--malloc-trim", args.malloc_trim)) if on]
     if diagnostics and run is not None:
         lines.append(f"- Diagnostic run ({', '.join(diagnostics)}): not the figure of record.")
@@ -759,7 +755,6 @@ def child_argv(args: argparse.Namespace, data: Path, mode: str, out: Path) -> li
             "--interval", str(args.interval), "--result-json", str(out)]
     if mode == "in-process":
         argv += [flag for flag, on in (("--tracemalloc", args.tracemalloc),
-                                       ("--no-model-logging", args.no_model_logging),
                                        ("--malloc-trim", args.malloc_trim)) if on]
     return argv
 

@@ -1,21 +1,24 @@
 """Training throughput of mltune's trainer against a plain ``model.fit`` on NumPy arrays.
 
-"Measured, not assumed": samples per second of ``mltune.trainer.train`` (its input path:
+"Measured, not assumed": samples per second of ``mltune._trainer.train`` (its input path:
 under TensorFlow a ``tf.data`` pipeline over tensors made once per process, plus the one
 callback every trial has) against ``model.fit(x, y, ...)`` on the same NumPy arrays, for the
-same model (``mltune.model.build_model`` with the same settings and the same seed), in one
+same model (``mltune._model.build_model`` with the same settings and the same seed), in one
 run. Target: mltune / plain >= 1.0x.
 
 For each configuration (``--batch-sizes`` x ``--jit``), both sides train a fresh model on a
 ``--samples`` subset of real MNIST (split as a study splits it: 10% validation) for
 ``--epochs`` epochs with validation after each epoch, as a trial does:
 
-- **mltune**: ``build_model`` + ``mltune.trainer.train(model, settings, ...)``; timed by the
-  trainer's own ``train_seconds`` (input pipeline + ``model.fit``; not ``compile``).
-- **plain**: ``build_model`` + ``model.compile(optimizer=make_optimizer(settings, steps),
-  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=...)`` +
-  ``model.fit(x, y, batch_size=..., epochs=..., validation_data=(xv, yv), verbose=0)``;
-  only the fit is timed.
+- **mltune**: ``build_model`` + ``mltune._trainer.train(model, settings, data=dataset)``
+  (it compiles the model with ``mltune._trainer.compile_model``); timed by the trainer's own
+  ``train_seconds`` (input pipeline + ``model.fit``; not ``compile``).
+- **plain**: ``build_model`` + ``mltune._trainer.compile_model(model, settings,
+  steps_per_epoch=...)`` (the same compile recipe) + ``model.fit(x, y, batch_size=...,
+  epochs=..., validation_data=(xv, yv), verbose=0)``; only the fit is timed.
+
+The trainer is what is measured here, so this script calls mltune's private modules
+(``mltune._trainer``, ``mltune._model``, ``mltune._data``) directly; it patches nothing.
 
 Both sides pay the tracing of a new model's train step in every repetition (as every
 trial does), and both start from ``keras.utils.set_random_seed(--seed)``; the Keras session
@@ -122,7 +125,7 @@ class Fit:
 
 
 def settings_for(args: argparse.Namespace, case: Case) -> dict[str, Any]:
-    from mltune.settings import default_settings
+    from mltune._settings import default_settings
 
     s = default_settings()
     s.update(epochs=args.epochs, batch_size=case.batch_size, jit_compile=JIT[case.jit],
@@ -132,8 +135,8 @@ def settings_for(args: argparse.Namespace, case: Case) -> dict[str, Any]:
 
 def load(args: argparse.Namespace, data: Path) -> Any:
     """The arrays a study with ``data.max_samples: --samples`` trains on."""
-    from mltune.config import parse_config
-    from mltune.data import load_data
+    from mltune._config import parse_config
+    from mltune._data import load_data
 
     raw = {"study": {"name": "bench-throughput"},
            "data": {"source": str(data), "max_samples": args.samples}}
@@ -145,14 +148,13 @@ def fit_mltune(settings: dict[str, Any], data: Any, seed: int) -> Fit:
     """mltune's trainer, timed by its own ``train_seconds``."""
     import keras
 
-    from mltune.model import build_model
-    from mltune.trainer import train
+    from mltune._model import build_model
+    from mltune._trainer import train
 
     keras.utils.set_random_seed(seed)
     model = build_model(settings, input_shape=data.input_shape, num_classes=data.num_classes,
                         pixel_max=data.pixel_max)
-    result = train(model, settings, x_train=data.x_train, y_train=data.y_train,
-                   x_val=data.x_val, y_val=data.y_val)
+    result = train(model, settings, data=data)
     return Fit(result.train_seconds, result.history["epoch_seconds"],
                result.history["val_accuracy"][-1], str(model.jit_compile))
 
@@ -161,8 +163,8 @@ def fit_plain(settings: dict[str, Any], data: Any, seed: int) -> Fit:
     """A plain ``model.fit`` on the NumPy arrays; only the fit is timed."""
     import keras
 
-    from mltune.model import build_model
-    from mltune.trainer import make_optimizer
+    from mltune._model import build_model
+    from mltune._trainer import compile_model
 
     class EpochClock(keras.callbacks.Callback):
         """Epoch hooks only: Keras's per-batch path stays as without callbacks."""
@@ -183,9 +185,7 @@ def fit_plain(settings: dict[str, Any], data: Any, seed: int) -> Fit:
                         pixel_max=data.pixel_max)
     batch_size = int(settings["batch_size"])
     steps = max(1, math.ceil(len(data.x_train) / batch_size))
-    model.compile(optimizer=make_optimizer(settings, steps),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=settings["jit_compile"])
+    compile_model(model, settings, steps_per_epoch=steps)  # as mltune's trainer compiles
     clock = EpochClock()
     start = time.perf_counter()
     history = model.fit(data.x_train, data.y_train, batch_size=batch_size,
@@ -205,7 +205,7 @@ def steady_rate(fit: Fit, n_train: int) -> float | None:
 def one_pair(args: argparse.Namespace, case: Case, data: Any, mltune_first: bool,
              result: Result | None) -> str:
     """Both sides once, in the given order; counted into ``result`` unless it is None."""
-    from mltune.trainer import release
+    from mltune._trainer import release
 
     settings = settings_for(args, case)
     n = len(data.x_train)
@@ -342,14 +342,14 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
                         for c, r in results.items()) + ".")
     lines += [
         "",
-        f"The same model (`mltune.model.build_model`, default settings with filters "
+        f"The same model (`mltune._model.build_model`, default settings with filters "
         f"{args.filters}: 2 conv blocks, dense 128, dropout 0.25; Adam 1e-3, constant rate) "
         f"from the same seed ({args.seed}) on MNIST `data.max_samples: {args.samples}` "
         f"({len(data.x_train)} training, {len(data.x_val)} validation images, uint8, scaled "
         f"in the model), {args.epochs} epoch(s) with validation after each. mltune: "
-        "`mltune.trainer.train`, timed by its `train_seconds` (input pipeline + fit, with "
-        f"its epoch callback); its input path here is {input_path}. Plain: `model.compile` "
-        "with `mltune.trainer.make_optimizer` + `model.fit(x, y, batch_size, epochs, "
+        "`mltune._trainer.train`, timed by its `train_seconds` (input pipeline + fit, with "
+        f"its epoch callback); its input path here is {input_path}. Plain: "
+        "`mltune._trainer.compile_model` (the same compile) + `model.fit(x, y, batch_size, epochs, "
         "validation_data=(xv, yv), verbose=0)` on the NumPy arrays, only the fit timed "
         "(its one callback has epoch hooks only, to time the epochs). "
         "Every fit is a new model, so both sides pay the tracing of the train step each "
@@ -389,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if data_path is None:
         return 2
     start = time.perf_counter()
-    from mltune.device import configure_gpus
+    from mltune._device import configure_gpus
 
     configure_gpus()  # imports TensorFlow with its start-up lines muted, as mltune does
     import keras

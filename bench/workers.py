@@ -209,6 +209,8 @@ def run_study(args: argparse.Namespace, data: Path, run: Run) -> Run:
     """One study through the CLI in a new folder; fills ``run`` from Optuna and MLflow."""
     import optuna
 
+    from mltune._names import Attr  # the trial attributes mltune sets
+
     name = f"bench-workers-{run.storage}-w{run.workers}-r{run.repeat}-{uuid.uuid4().hex[:8]}"
     folder = Path(tempfile.mkdtemp(prefix="mltune-bench-workers-"))
     storage_url = args.postgres if run.storage == "postgres" else None
@@ -251,11 +253,11 @@ def run_study(args: argparse.Namespace, data: Path, run: Run) -> Run:
             run.trial_phase = (last - first).total_seconds()
             run.startup = (first - launched).total_seconds()
             run.tail = run.wall - run.startup - run.trial_phase
-        run.per_worker = sorted(Counter(str(t.user_attrs.get("mltune_worker", "?"))
+        run.per_worker = sorted(Counter(str(t.user_attrs.get(Attr.WORKER, "?"))
                                         for t in done).values(), reverse=True)
         fits = child_train_seconds(tracking_uri, name)
         for t in sorted(done, key=lambda t: t.number):
-            fit = fits.get(str(t.user_attrs.get("mlflow_run_id")))
+            fit = fits.get(str(t.user_attrs.get(Attr.RUN_ID)))
             if fit is not None and t.datetime_start and t.datetime_complete:
                 run.train_seconds.append(fit)
                 run.outside_fit.append(
