@@ -248,10 +248,9 @@ class Tracker:
         With them, ``mlflow.pyfunc.load_model`` imports those modules itself."""
         import keras
         import numpy as np
-        from mlflow.models import infer_signature
 
         example = np.asarray(example, dtype=np.float32)
-        signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+        signature = _signature(model, example)
         interactive = keras.config.is_interactive_logging_enabled()
         keras.config.disable_interactive_logging()  # MLflow's predict calls print progress bars
         try:
@@ -370,6 +369,24 @@ class Tracker:
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, version)
+
+
+def _signature(model: keras.Model, example: np.ndarray) -> Any:
+    """The model's signature from its input and output specs. A predict call (what
+    ``infer_signature`` needs) would compile the model's predict function: 0.1-0.3 s per
+    logged model. Models of several outputs are inferred the usual way."""
+    import numpy as np
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import Schema, TensorSpec
+
+    outputs = getattr(model, "outputs", None)
+    if not outputs or len(outputs) != 1:
+        return infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    out = outputs[0]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype(str(out.dtype)),
+                                   (-1, *(-1 if d is None else int(d) for d in out.shape[1:])))]))
 
 
 def _requirements(keras: Any) -> list[str]:
