@@ -204,9 +204,10 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
         storage=store, sampler=create_sampler(worker_sc, config.search_space),
         study_name=sc.name, directions=sc.directions,  # type: ignore[arg-type]
         load_if_exists=True, pruner=create_pruner(sc, config.settings, config.search_space))
-    if seed is not None and study.trials:
+    if seed is not None and study.trials and sc.sampler != "grid":
         # Resumed: the sampler's seed moves on by the trials run so far, so its random
-        # (start-up) points do not repeat those of the earlier session.
+        # (start-up) points do not repeat those of the earlier session. Not GridSampler's: it
+        # maps trial numbers onto a seed-shuffled grid, so a new seed would revisit points.
         study.sampler = create_sampler(dataclasses.replace(sc, seed=seed + len(study.trials)),
                                        config.search_space)
     if create and sc.multi_objective:
