@@ -32,10 +32,15 @@ class Session:
     tracker: Tracker
     data: Dataset
     builder: Callable[..., Any]
-    builder_name: str  # "builtin", or where the user's builder comes from
     code: tuple[list[str], list[str]] = ([], [])  # shipped with each model (code_paths)
     callbacks: tuple[Any, ...] = ()  # the user's Keras callbacks
     fit_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def builder_name(self) -> str:
+        """``builtin``, or where the user's builder comes from (a builder passed from Python
+        has its reference in ``config.builder`` too)."""
+        return self.config.builder or "builtin"
 
     def log_model(self, run_id: str, model: Any) -> str:
         return self.tracker.log_model(run_id, model, self.data.example(5), code=self.code)
@@ -71,14 +76,14 @@ def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None =
     images = builder is None  # the built-in CNN takes images
     dataset = (from_python(*data, cfg=config.data, seed=sc.seed, images=images)
                if data is not None else load_data(config.data, seed=sc.seed, loader=loader))
+    code: tuple[list[str], list[str]] = ([], [])
     if builder is None:
         from mltune._model import build_model
 
-        return Session(config, tracker, dataset, builder=functools.partial(
-            build_model, pixel_max=dataset.pixel_max), builder_name="builtin",
-            callbacks=tuple(callbacks), fit_kwargs=dict(fit_kwargs or {}))
-    return Session(config, tracker, dataset, builder=builder,
-                   builder_name=config.builder or "python", code=code_paths(builder),
+        builder = functools.partial(build_model, pixel_max=dataset.pixel_max)
+    else:
+        code = code_paths(builder)
+    return Session(config, tracker, dataset, builder=builder, code=code,
                    callbacks=tuple(callbacks), fit_kwargs=dict(fit_kwargs or {}))
 
 
