@@ -1,11 +1,18 @@
-"""Resident memory over the trials of a study (target: 30 trials in one process grow RSS by
-less than 150 MB), in one process and in recycled worker processes.
+"""Resident memory over the trials of a study: with a process per trial (the default; target:
+the study's process grows less than 50 MB over 30 trials), in one process and in recycled
+worker processes.
 
-Two measurements of the same study (``--mode both``, the default, runs each in a fresh
-process of this script, in-process first, and reports both; ``--mode in-process`` or
-``--mode recycled`` runs one, in this process).
+Three measurements of the same study (``--mode all``, the default, runs each in a fresh
+process of this script, in the order fork, in-process, recycled, and reports them; ``--mode
+fork``, ``--mode in-process`` or ``--mode recycled`` runs one, in this process).
 
-In one process (the figure of record for the target): a real study runs in-process through
+A process per trial (``mltune.tune(study_dict, ..., trial_process="fork")``, the default): the
+same study as in one process, below; the Optuna callback runs in the study's process, so its
+samples are that process's RSS, which holds the libraries, the data, Optuna and MLflow but
+never a model. The largest peak RSS of a trial's process is the children's ``ru_maxrss``
+(``getrusage(RUSAGE_CHILDREN)``).
+
+In one process (``trial_process="none"``): a real study runs in-process through
 the public API, ``mltune.tune(study_dict, ...)``: random sampler (fixed seed) over a
 small CNN search space (filters, dense_units, learning_rate, batch_size), ``--epochs``
 epoch(s) per trial on a ``--samples`` subset of real MNIST, an Optuna journal file and an
@@ -48,7 +55,7 @@ mltune is patched or wrapped: the study runs as a user runs it.
 
 Run from the repository root, e.g.::
 
-    /work/venv/bin/python bench/memory.py                     # both, 30 trials, ~3 min
+    /work/venv/bin/python bench/memory.py                     # all three, 30 trials, ~5 min
     /work/venv/bin/python bench/memory.py --mode in-process   # ~1.5 min
     /work/venv/bin/python bench/memory.py --trials 12 --samples 2000 --trials-per-process 4
     /work/venv/bin/python bench/memory.py --write-docs
@@ -98,7 +105,8 @@ SECTION = "## Memory over trials (bench/memory.py)"
 TARGET_MB = 150.0
 WARM_TRIAL = 5  # growth is also reported from this trial on
 MB = 1024 * 1024
-MODES = ("in-process", "recycled")
+MODES = ("fork", "in-process", "recycled")
+FORK_TARGET_MB = 50.0  # the study process's growth with a process per trial
 STUDY_NAME = "bench-memory"
 
 
@@ -108,14 +116,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=30, help="trials of the study")
     p.add_argument("--epochs", type=int, default=1, help="epochs per trial")
     p.add_argument("--seed", type=int, default=0, help="sampler and data-split seed")
-    p.add_argument("--mode", choices=("both", *MODES), default="both",
-                   help="both: each measurement in a fresh process of this script, "
-                   "in-process first; else one, in this process")
+    p.add_argument("--mode", choices=("all", *MODES), default="all",
+                   help="all: each measurement in a fresh process of this script, in the "
+                   "order fork, in-process, recycled; else one, in this process")
     p.add_argument("--trials-per-process", type=int, default=10,
                    help="recycled mode: trials per worker process (tune(trials_per_process=))")
     p.add_argument("--interval", type=float, default=0.5,
                    help="recycled mode: seconds between RSS samples of the processes")
-    p.add_argument("--result-json", type=Path, help=argparse.SUPPRESS)  # --mode both's children
+    p.add_argument("--result-json", type=Path, help=argparse.SUPPRESS)  # --mode all's children
     p.add_argument("--tracemalloc", action="store_true",
                    help="diagnostic: trace Python allocations; print what grew most (slows "
                    "the study down about 2x and adds its own memory)")
@@ -235,7 +243,8 @@ def quiet_libraries() -> None:
 
 @dataclass
 class Run:
-    """The in-process measurement."""
+    """The measurement of the study's own process: trials forked from it (``fork``, the
+    default), or trained in it (``none``)."""
 
     before: int  # RSS before tune(), imports done
     after: int  # RSS after tune() returned
@@ -244,6 +253,8 @@ class Run:
     samples: list[Sample]
     trace: str | None  # --tracemalloc's report
     states: dict[str, int]
+    trial_process: str = "none"
+    child_peak: int | None = None  # fork: the largest peak RSS of a trial's process
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Run:
@@ -257,7 +268,7 @@ def import_libraries() -> None:
     import optuna  # noqa: F401
 
 
-def run_study(args: argparse.Namespace, data: Path) -> Run:
+def run_study(args: argparse.Namespace, data: Path, trial_process: str = "none") -> Run:
     import mltune
 
     import_libraries()
@@ -273,12 +284,15 @@ def run_study(args: argparse.Namespace, data: Path) -> Run:
         start = sampler.start = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # the plain progress lines
             result = mltune.tune(study_config(args, data), storage=journal, tracking_uri=uri,
-                                 progress=False, trial_callbacks=[sampler])
+                                 progress=False, trial_callbacks=[sampler],
+                                 trial_process=trial_process)
         wall = time.perf_counter() - start
         after = rss_bytes()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return Run(before=before, after=after, peak=peak_rss_bytes(), wall=wall,
                samples=sampler.samples, trace=trace_report(sampler.snapshots),
-               states=result.states)
+               states=result.states, trial_process=trial_process,
+               child_peak=children if trial_process == "fork" else None)
 
 
 # -- recycled worker processes ---------------------------------------------------------------
@@ -587,6 +601,23 @@ def inprocess_bullet(run: Run) -> str:
             f"**{'PASS' if ok else 'FAIL'}**.")
 
 
+def fork_bullet(run: Run, inproc: Run | None) -> str:
+    g = growth(run)
+    ok = g["growth"] is not None and g["growth"] < FORK_TARGET_MB
+    slope = "" if g["slope"] is None else f"; trend {g['slope']:+.2f} MB per trial"
+    versus = ""
+    if inproc is not None:
+        gi = growth(inproc)
+        versus = (f" (in one process, `trial_process: none`: {signed(gi['growth'])} MB; its "
+                  f"peak {inproc.peak / MB:.0f} MB)")
+    return (f"- **A process per trial (`trial_process: fork`, the default): the study's process "
+            f"grew {g['growth']:+.1f} MB over {len(run.samples)} trials** (RSS after the last "
+            f"trial - after trial 1){slope}; target < {FORK_TARGET_MB:.0f} MB: "
+            f"**{'PASS' if ok else 'FAIL'}**{versus}. The largest trial process peaked at "
+            f"{mb(run.child_peak)} MB (`ru_maxrss` of the children), and handed it all back "
+            "when it exited.")
+
+
 def recycled_bullet(rec: RecycledRun) -> str:
     workers, _ = worker_stats(rec)
     growths = [w.growth for w in workers if w.growth is not None]
@@ -599,6 +630,7 @@ def recycled_bullet(rec: RecycledRun) -> str:
 
 
 def render_inprocess(args: argparse.Namespace, run: Run) -> list[str]:
+    """The table of the study's process, for either ``trial_process`` (fork or none)."""
     s = run.samples
     highest = max(s, key=lambda x: x.rss)
     checkpoints = sorted({1, min(WARM_TRIAL, len(s)), (len(s) + 1) // 2, len(s)})
@@ -618,9 +650,16 @@ def render_inprocess(args: argparse.Namespace, run: Run) -> list[str]:
     states = ", ".join(f"{v} {k}" for k, v in sorted(run.states.items()))
     logged = sum(x.model_logged for x in s)
     lines = [
-        f"One process, one study through `mltune.tune`: {study_words(args)} ({logged} "
+        ("### A process per trial (`mltune.tune(..., trial_process=\"fork\")`)\n\n"
+         "The study's process, which forks a child for each trial: "
+         if run.trial_process == "fork" else
+         "### In one process (`mltune.tune(..., trial_process=\"none\")`)\n\n"
+         "One process: ")
+        + f"one study through `mltune.tune`: {study_words(args)} ({logged} "
         f"of {len(s)} here). Trials: {states}. RSS is sampled by an Optuna callback after "
-        "each trial, after mltune has released the trial's model.",
+        "each trial, in the study's process"
+        + (f"; the trials' processes peaked at {mb(run.child_peak)} MB at most."
+           if run.trial_process == "fork" else ", after mltune has released the trial's model."),
         "",
         table,
         "",
@@ -720,8 +759,11 @@ def render_recycled(args: argparse.Namespace, rec: RecycledRun, run: Run | None)
 
 
 def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
-           run: Run | None, rec: RecycledRun | None, total: float | None = None) -> str:
+           fork: Run | None, run: Run | None, rec: RecycledRun | None,
+           total: float | None = None) -> str:
     walls = []
+    if fork is not None:
+        walls.append(f"{fork.wall / 60:.1f} min with a process per trial")
     if run is not None:
         walls.append(f"{run.wall / 60:.1f} min in one process")
     if rec is not None:
@@ -730,6 +772,8 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
     if total is not None:
         took += f"; {total / 60:.1f} min in all, with the processes' start-up"
     lines = render_header(info, argv, took)
+    if fork is not None:
+        lines.append(fork_bullet(fork, run))
     if run is not None:
         lines.append(inprocess_bullet(run))
     if rec is not None:
@@ -739,6 +783,8 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
     if diagnostics and run is not None:
         lines.append(f"- Diagnostic run ({', '.join(diagnostics)}): not the figure of record.")
     lines.append("")
+    if fork is not None:
+        lines += render_inprocess(args, fork)
     if run is not None:
         lines += render_inprocess(args, run)
     if rec is not None:
@@ -748,7 +794,7 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
 
 # -- running ---------------------------------------------------------------------------------
 def child_argv(args: argparse.Namespace, data: Path, mode: str, out: Path) -> list[str]:
-    """The arguments of this script's child process that measures ``mode`` (--mode both)."""
+    """The arguments of this script's child process that measures ``mode`` (--mode all)."""
     argv = ["--data", str(data), "--trials", str(args.trials), "--samples", str(args.samples),
             "--epochs", str(args.epochs), "--seed", str(args.seed), "--mode", mode,
             "--trials-per-process", str(args.trials_per_process),
@@ -760,7 +806,7 @@ def child_argv(args: argparse.Namespace, data: Path, mode: str, out: Path) -> li
 
 
 def measure_in_children(args: argparse.Namespace, data: Path
-                        ) -> tuple[Run, RecycledRun] | None:
+                        ) -> tuple[Run, Run, RecycledRun] | None:
     """Each measurement in a fresh process of this script, so that neither starts with what
     the other left in memory."""
     results: dict[str, dict[str, Any]] = {}
@@ -775,7 +821,8 @@ def measure_in_children(args: argparse.Namespace, data: Path
                       file=sys.stderr)
                 return None
             results[mode] = json.loads(out.read_text())
-    return Run.from_json(results["in-process"]), RecycledRun.from_json(results["recycled"])
+    return (Run.from_json(results["fork"]), Run.from_json(results["in-process"]),
+            RecycledRun.from_json(results["recycled"]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -785,39 +832,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = data_file(args.data)
     if data is None:
         return 2
-    if args.mode != "in-process":
+    if args.mode in ("all", "recycled"):
         try:
             import psutil  # noqa: F401
         except ImportError:
             print("error: the recycled measurement needs psutil (pip install psutil)",
                   file=sys.stderr)
             return 2
-    if args.result_json is not None:  # a child of --mode both: measure, hand the result back
-        result = (run_study(args, data.resolve()) if args.mode == "in-process"
-                  else run_recycled(args, data.resolve()))
+    if args.result_json is not None:  # a child of --mode all: measure, hand the result back
+        result = (run_recycled(args, data.resolve()) if args.mode == "recycled" else
+                  run_study(args, data.resolve(),
+                            "fork" if args.mode == "fork" else "none"))
         args.result_json.write_text(json.dumps(asdict(result)))
         return 0
     info = machine_info(("tensorflow", "keras", "mlflow", "optuna", "numpy"))
     info["backend"] = os.environ["KERAS_BACKEND"]
     print(f"{info['nproc']} cores, {info['cpu']}; {args.trials} trials, "
           f"{args.samples} samples, {args.epochs} epoch(s) per trial; {args.mode}"
-          + ("" if args.mode == "in-process" else
+          + ("" if args.mode in ("fork", "in-process") else
              f", {args.trials_per_process} trials per worker process"), flush=True)
     start = time.perf_counter()
+    fork: Run | None = None
     run: Run | None = None
     rec: RecycledRun | None = None
     total = None
-    if args.mode == "both":
+    if args.mode == "all":
         measured = measure_in_children(args, data.resolve())
         if measured is None:
             return 1
-        run, rec = measured
+        fork, run, rec = measured
         total = time.perf_counter() - start
+    elif args.mode == "fork":
+        fork = run_study(args, data.resolve(), "fork")
     elif args.mode == "in-process":
         run = run_study(args, data.resolve())
     else:
         rec = run_recycled(args, data.resolve())
-    section = render(args, argv, info, run, rec, total)
+    section = render(args, argv, info, fork, run, rec, total)
     publish(section, SECTION, DOCS if args.write_docs else None)
     return 0
 

@@ -4,7 +4,10 @@ Two measurements, in one run:
 
 1. **Study overhead.** A study of ``--trials`` trials (random sampler, fixed seed, a small
    search space over learning_rate, filters and batch_size) of the built-in CNN on a
-   ``--samples`` subset of real MNIST runs in-process through the public API,
+   ``--samples`` subset of real MNIST runs in-process (``trial_process="none"``: this
+   process runs TensorFlow for its warm-up and the bare twins, so it could not fork trials;
+   ``bench/trial_process.py`` sets the default, a process per trial, against this path and
+   a bare loop) through the public API,
    ``mltune.tune(study_dict, data=(x, y), validation_data=(x_val, y_val), storage=...,
    tracking_uri=...)``, with an Optuna journal file and an MLflow SQLite store in a
    temporary folder. The same configurations are trained by a bare Keras loop: the same
@@ -344,7 +347,8 @@ def run_study(raw: dict[str, Any], arrays: Arrays, storage: str, uri: str,
         result = mltune.tune(raw, data=(arrays.x_train, arrays.y_train),
                              validation_data=(arrays.x_val, arrays.y_val), storage=storage,
                              tracking_uri=uri, progress=False, callbacks=[clock],
-                             trial_callbacks=[twins] if twins is not None else [])
+                             trial_callbacks=[twins] if twins is not None else [],
+                             trial_process="none")
     wall = time.perf_counter() - start - (twins.inside if twins is not None else 0.0)
     ended = dt.datetime.now()
     n = raw["study"]["n_trials"]

@@ -39,6 +39,7 @@ _STUDY_KEYS = {
     "n_trials": "study.n_trials", "timeout": "study.timeout", "seed": "study.seed",
     "experiment": "study.experiment", "heartbeat_interval": "study.heartbeat_interval",
     "grace_period": "study.grace_period", "retry_failed": "study.retry_failed",
+    "trial_process": "study.trial_process",
     "validation_split": "data.validation_split", "test_split": "data.test_split",
     "max_samples": "data.max_samples", "num_classes": "data.num_classes",
     "label_column": "data.label_column", "image_size": "data.image_size",
@@ -75,6 +76,7 @@ def tune(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     retry_failed: int | None = None,
+    trial_process: str | None = None,
     validation_split: float | None = None,
     test_split: float | None = None,
     max_samples: int | None = None,
@@ -128,7 +130,9 @@ def tune(
         model_params: Fixed values for the builder (the study file's ``model:`` section).
         study_name, metric, direction, objectives, sampler, sampler_options, pruner,
             pruner_options, selection_tolerance, n_trials, timeout, seed, experiment,
-            heartbeat_interval, grace_period, retry_failed: the ``study:`` keys (README).
+            heartbeat_interval, grace_period, retry_failed, trial_process: the ``study:``
+            keys (README). ``trial_process="fork"`` (the default on Linux) trains each
+            trial in a process forked from this one; ``"none"`` in this process.
             ``metric`` may be any metric your compiled model reports (``val_auc``).
         validation_split, test_split, max_samples, num_classes, label_column, image_size,
             color_mode, data_seed: the ``data:`` keys (``data_seed`` is ``data.seed``).
@@ -140,11 +144,14 @@ def tune(
         tracking_uri: MLflow tracking URI (default: the one you set with
             ``mlflow.set_tracking_uri``/``MLFLOW_TRACKING_URI``, else
             ``sqlite:///mlflow.db``). The process-wide URI is never changed.
-        callbacks: Extra Keras callbacks for every fit (in this process).
+        callbacks: Extra Keras callbacks for every fit (they reach the trials' processes).
         fit_kwargs: Extra ``model.fit`` arguments (``class_weight``...).
         trial_callbacks: Optuna callbacks ``f(study, trial)`` after each trial.
-        workers, gpus, trials_per_gpu, trials_per_process: run trials in worker processes
-            (see the README); they reload the builder and data by reference.
+        workers, gpus, trials_per_gpu: how many trials run at once, each in its own
+            process (``gpus``: ``trials_per_gpu`` on each listed GPU, which is all its
+            process sees). trials_per_process: ``trial_process="spawn"``: worker processes
+            started afresh, which reload the builder and data by reference, each replaced
+            after this many trials (see the README).
         progress: A live display (True), plain lines (False), or decide (None: live on a
             terminal or in Jupyter).
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_inputs", "configure_gpus", "gpu_name"]
+__all__ = ["array_inputs", "configure_gpus", "gpu_name", "runtime_started"]
 
 # The data as TensorFlow tensors, made once per process and keyed by the arrays (the data
 # module keeps them for the process), and the batched validation sets built from them.
@@ -79,3 +79,12 @@ def gpu_name() -> str | None:
     if not gpus:
         return None
     return str(tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU"))
+
+
+def runtime_started() -> bool:
+    """Whether TensorFlow's eager context (its thread pools and devices) exists in this
+    process. TensorFlow has no public check that does not create it; a later version
+    without this attribute raises AttributeError, which counts as started."""
+    from tensorflow.python.eager import context
+
+    return context.context()._context_handle is not None

@@ -92,6 +92,7 @@ def _quiet(debug: bool) -> None:
 
 def _run(debug: bool, fn: Callable[[], Any]) -> Any:
     from mltune import ConfigError, DataError, MltuneError
+    from mltune._errors import Terminated
 
     _quiet(debug)
     try:
@@ -106,6 +107,9 @@ def _run(debug: bool, fn: Callable[[], Any]) -> Any:
             raise
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    except Terminated:
+        typer.echo("terminated (SIGTERM)", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None

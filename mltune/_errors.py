@@ -11,7 +11,10 @@ Borrowed from keras-tuner's ``errors.py`` and optuna's ``study/_optimize.py``:
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "MltuneError", "NonFiniteLossError", "TrialError"]
+from typing import Any
+
+__all__ = ["ConfigError", "DataError", "MltuneError", "NonFiniteLossError", "Terminated",
+           "TrialError"]
 
 
 class MltuneError(Exception):
@@ -28,6 +31,13 @@ class ConfigError(MltuneError):
         where = f" in {source}" if source else ""
         super().__init__(f"{key}{where}: {message}")
 
+    def __reduce__(self) -> Any:  # pickled by a trial's process (mltune._trial_process)
+        return (_config_error, (self.key, self.message, self.source))
+
+
+def _config_error(key: str, message: str, source: str | None) -> ConfigError:
+    return ConfigError(key, message, source=source)
+
 
 class DataError(MltuneError):
     """The data named by ``data.source`` cannot be used."""
@@ -39,3 +49,7 @@ class TrialError(MltuneError):
 
 class NonFiniteLossError(TrialError):
     """The training loss became NaN or infinite."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which stops a study as Ctrl-C does; the command exits with 143."""

@@ -5,19 +5,23 @@ The only module where Optuna, Keras and MLflow meet.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import queue
+import shutil
 import socket
+import tempfile
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from mltune._errors import ConfigError, NonFiniteLossError
+from mltune._errors import ConfigError, NonFiniteLossError, TrialError
 from mltune._names import RUN_STATUS, Attr, Tag
 from mltune._optuna_compat import is_queued
 from mltune._search_space import suggest_all
 from mltune._selection import best_trial, dominates, values_of
-from mltune._session import fit_and_log
+from mltune._trial_process import run_forked, stopping
 
 if TYPE_CHECKING:
     from mltune._progress import PlainProgress
@@ -45,16 +49,27 @@ def run_name(number: int) -> str:
 
 
 class Objective:
-    """Callable passed to ``study.optimize``; one MLflow child run per trial."""
+    """Callable passed to ``study.optimize``; one MLflow child run per trial.
+
+    ``fork``: each trial trains in a child process forked from this one
+    (:mod:`mltune._trial_process`), else in this process. ``slots``: the environment of each
+    trial that may run at once (a GPU of its own); ``study.optimize`` runs that many trials
+    in threads of this process, each waiting on its trial's process.
+    """
 
     def __init__(self, session: Session, parent_run_id: str, progress: PlainProgress,
-                 tags: dict[str, str], queue_only: bool = False) -> None:
+                 tags: dict[str, str], queue_only: bool = False, fork: bool = False,
+                 slots: list[dict[str, str]] | None = None) -> None:
         self.session = session
         self.config = session.config
         self.tracker = session.tracker
         self.parent_run_id = parent_run_id
         self.progress = progress
         self.tags = tags
+        self.fork = fork
+        self.slots: queue.SimpleQueue[dict[str, str]] = queue.SimpleQueue()
+        for slot in slots or [{}]:
+            self.slots.put(slot)
         self.errors: dict[int, str] = {}  # why a trial failed, or where it was pruned
         self.open_runs: dict[int, str] = {}  # trial number -> run id, until after_trial
         # Grid search on several workers: every point was enqueued; a trial made when the
@@ -67,19 +82,30 @@ class Objective:
         self.stop_error: ConfigError | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
-        from mltune._trainer import release
-
         cfg = self.config
-        sc = cfg.study
         if self.queue_only and not is_queued(trial):
             trial.study.stop()
             raise optuna.TrialPruned("the grid is exhausted: no queued point left")
         sampled = suggest_all(cfg.search_space, trial)
         settings = cfg.params_for(sampled)
+        slot = self.slots.get()
         try:
-            run_id = self.tracker.start_child(
-                self.parent_run_id, name=run_name(trial.number), params=sampled,
-                tags=self.tags | {Tag.TRIAL_NUMBER: str(trial.number), Tag.STATE: "RUNNING"})
+            return self._run(trial, sampled, settings, slot)
+        finally:
+            self.slots.put(slot)
+
+    def _run(self, trial: optuna.Trial, sampled: dict[str, Any], settings: dict[str, Any],
+             slot: dict[str, str]) -> float | list[float]:
+        from mltune._session import train_trial
+        from mltune._trainer import release
+
+        sc = self.config.study
+        tags = self.tags | {Tag.TRIAL_NUMBER: str(trial.number), Tag.STATE: "RUNNING"}
+        if "CUDA_VISIBLE_DEVICES" in slot:
+            tags[Tag.CUDA_VISIBLE_DEVICES] = slot["CUDA_VISIBLE_DEVICES"]
+        try:
+            run_id = self.tracker.start_child(self.parent_run_id, name=run_name(trial.number),
+                                              params=sampled, tags=tags)
         except Exception as e:
             self._stop_if_tracking_down(trial, e)
             raise
@@ -87,44 +113,26 @@ class Objective:
         trial.set_user_attr(Attr.RUN_ID, run_id)
         trial.set_user_attr(Attr.WORKER, worker_id())
         self.progress.trial_started(trial.number, sampled)
-        epochs = int(settings["epochs"])
-        prune = sc.pruner != "none"
-        trained = 0  # epochs so far
-        values_so_far: list[float] = []  # the finite values of the study metric
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            nonlocal trained
-            self.tracker.log_metrics(run_id, metrics, step=epoch)
-            self.progress.epoch_ended(trial.number, epoch, epochs, metrics)
-            trained = epoch + 1
-            value = metrics[sc.metric]
-            if not math.isfinite(value):
-                return  # never reported: no NaN reaches the storage
-            values_so_far.append(value)
-            if prune:
-                # The step is the number of epochs trained: Hyperband's resource.
-                trial.report(value, epoch + 1)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {epochs}: "
-                                             f"{sc.metric}={value:.4f}")
-
+        folder = tempfile.mkdtemp(prefix="mltune-trial-")
+        record = _TrialRecord(self, trial, run_id, int(settings["epochs"]), folder)
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
-            model, result = fit_and_log(self.session, settings, run_id, on_epoch, seed)
-            values = self._values(model, result, run_id)
-            # Only a trial that beats the study's best so far (or, with several objectives,
-            # joins the Pareto front) logs its model, so model logging costs a few calls per
-            # study rather than one per trial.
-            if all(map(math.isfinite, values)) and self._is_new_best(trial.study, values):
-                self._log_model(trial, run_id, model)
-            return values if sc.multi_objective else values[0]
+            work = functools.partial(train_trial, self.session, settings, seed)
+            if self.fork:
+                run_forked(work, record, env=slot)
+            else:
+                work(record)
+            if record.values is None:
+                raise TrialError("the trial's process ended before it reported its outcome")
+            return record.values if sc.multi_objective else record.values[0]
         except optuna.TrialPruned:
-            self.errors[trial.number] = f"at epoch {trained} of {epochs}"
-            self.tracker.set_tags(run_id, {Tag.PRUNED_AT_EPOCH: str(trained)})
-            if values_so_far:
+            self.errors[trial.number] = f"at epoch {record.trained} of {record.epochs}"
+            self.tracker.set_tags(run_id, {Tag.PRUNED_AT_EPOCH: str(record.trained)})
+            if record.values_so_far:
                 best = max if sc.direction == "maximize" else min
-                self.tracker.log_metrics(run_id, {f"best_{sc.metric}": best(values_so_far)})
+                self.tracker.log_metrics(run_id, {f"best_{sc.metric}":
+                                                  best(record.values_so_far)})
             raise
         except Exception as e:
             self.errors[trial.number] = f"{type(e).__name__}: {e}"
@@ -132,37 +140,38 @@ class Objective:
             if isinstance(e, ConfigError) and self.stop_error is None:
                 self.stop_error = e
                 trial.study.stop()
-            if self.fatal is None:
+            if stopping.is_set():  # Ctrl-C or SIGTERM stopped its process: not its fault
+                self.errors[trial.number] = "interrupted"
+            elif self.fatal is None:
                 # Marks a trial that failed by itself, not one lost with its worker or server.
                 trial.set_user_attr(Attr.ERROR, self.errors[trial.number][:1000])
                 self.tracker.log_error(run_id, e)
                 kind = ("out_of_memory" if out_of_memory(e) else "non_finite_loss"
-                        if isinstance(e, NonFiniteLossError) else None)
+                        if isinstance(e, NonFiniteLossError) else getattr(e, "kind", None))
                 if kind:  # this trial alone is at fault: the worker goes on
                     self.tracker.set_tags(run_id, {Tag.ERROR_KIND: kind})
             raise
         finally:
             if self.fatal is None:
-                trial.set_user_attr(Attr.EPOCHS, trained)
-            release()
+                trial.set_user_attr(Attr.EPOCHS, record.trained)
+            shutil.rmtree(folder, ignore_errors=True)
+            if not self.fork:
+                release()
 
-    def _values(self, model: Any, result: Any, run_id: str) -> list[float]:
+    def values(self, outcome: dict[str, Any], run_id: str) -> list[float]:
         """The trial's value for each objective: a training metric at the best epoch, the
         model's parameter count, or its inference time per image."""
-        from mltune._trainer import latency_ms
-
         values = []
         for o in self.config.study.objectives:
             if o.metric == "params":
-                values.append(float(model.count_params()))
+                values.append(float(outcome["param_count"]))
             elif o.metric == "latency_ms":
-                ms = latency_ms(model, self.session.data.example(64))
-                self.tracker.log_metrics(run_id, {"latency_ms": ms})
-                values.append(ms)
+                self.tracker.log_metrics(run_id, {"latency_ms": outcome["latency_ms"]})
+                values.append(float(outcome["latency_ms"]))
             elif o.metric == self.config.study.metric:
-                values.append(result.best_value)
+                values.append(float(outcome["best_value"]))
             else:
-                values.append(result.history[o.metric][result.best_epoch])
+                values.append(float(outcome["history"][o.metric][outcome["best_epoch"]]))
         return values
 
     def _stop_if_tracking_down(self, trial: optuna.Trial, error: Exception) -> None:
@@ -174,16 +183,6 @@ class Objective:
 
             self.fatal = TrackingUnavailable(self.tracker.uri, error)
             trial.study.stop()
-
-    def _log_model(self, trial: optuna.Trial, run_id: str, model: Any) -> None:
-        # The trial trained fine: a model that cannot be saved must not lose its result.
-        try:
-            uri = self.session.log_model(run_id, model)
-        except Exception as e:
-            self.tracker.set_tags(run_id, {Tag.MODEL_ERROR: f"{type(e).__name__}: {e}"})
-            self.progress.message(f"trial {trial.number}: model not logged ({e})")
-            return
-        trial.set_user_attr(Attr.MODEL_URI, uri)
 
     def _is_new_best(self, study: optuna.Study, values: list[float]) -> bool:
         sc = self.config.study
@@ -213,3 +212,68 @@ class Objective:
         value = trial.values[0] if trial.values else None
         self.progress.trial_finished(trial.number, state, value, detail,
                                      (best.number, best.values[0]) if best else None)
+
+
+class _TrialRecord:
+    """One trial's :class:`mltune._trial_process.TrialLink`: what its training reports goes
+    to MLflow, the progress display and Optuna (which decides pruning)."""
+
+    def __init__(self, objective: Objective, trial: optuna.Trial, run_id: str, epochs: int,
+                 folder: str) -> None:
+        self.objective, self.trial, self.run_id = objective, trial, run_id
+        self.tracker = objective.tracker
+        self.epochs, self.folder = epochs, folder
+        self.trained = 0  # epochs so far
+        self.values_so_far: list[float] = []  # the finite values of the study metric
+        self.values: list[float] | None = None
+        self.outputs: Any = None
+
+    def started(self, device: str) -> None:
+        self.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        sc = self.objective.config.study
+        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        self.objective.progress.epoch_ended(self.trial.number, epoch, self.epochs, metrics)
+        self.trained = epoch + 1
+        value = metrics[sc.metric]
+        if not math.isfinite(value):
+            return  # never reported: no NaN reaches the storage
+        self.values_so_far.append(value)
+        if sc.pruner != "none":
+            # The step is the number of epochs trained: Hyperband's resource.
+            self.trial.report(value, epoch + 1)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {self.epochs}: "
+                                         f"{sc.metric}={value:.4f}")
+
+    def finished(self, outcome: dict[str, Any]) -> str | None:
+        from mltune._session import MODEL_FILE, final_metrics
+
+        objective = self.objective
+        self.tracker.log_metrics(self.run_id, final_metrics(objective.config.study, outcome))
+        values = objective.values(outcome, self.run_id)
+        self.values, self.outputs = values, outcome["outputs"]
+        # Only a trial that beats the study's best so far (or, with several objectives,
+        # joins the Pareto front) logs its model, so model logging costs a few calls per
+        # study rather than one per trial.
+        if all(map(math.isfinite, values)) and objective._is_new_best(self.trial.study, values):
+            return os.path.join(self.folder, MODEL_FILE)
+        return None
+
+    def saved(self, error: str | None) -> None:
+        from mltune._session import MODEL_FILE
+
+        # The trial trained fine: a model that cannot be saved must not lose its result.
+        if error is None:
+            try:
+                uri = self.objective.session.log_model(
+                    self.run_id, os.path.join(self.folder, MODEL_FILE), self.outputs)
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+            else:
+                self.trial.set_user_attr(Attr.MODEL_URI, uri)
+                return
+        self.tracker.set_tags(self.run_id, {Tag.MODEL_ERROR: error})
+        self.objective.progress.message(f"trial {self.trial.number}: model not logged "
+                                        f"({error})")

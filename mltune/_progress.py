@@ -39,7 +39,10 @@ class PlainProgress:
         self.started = 0
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        from mltune._trial_process import output_lock
+
+        with output_lock:
+            print(text, file=self.stream, flush=True)
 
     def study_started(self, name: str, n_trials: int | None, done: int) -> None:
         self.n_trials = n_trials

@@ -5,10 +5,12 @@ code, the data), and one model's build, fit and logging."""
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mltune._errors import ConfigError
+from mltune._errors import ConfigError, TrialError
 from mltune._names import Tag
 from mltune._results import RunResult
 from mltune._usercode import UserCode, code_paths, resolve
@@ -19,9 +21,12 @@ if TYPE_CHECKING:
     from mltune._data import Dataset
     from mltune._progress import PlainProgress
     from mltune._tracking import Tracker
-    from mltune._types import Config
+    from mltune._trial_process import TrialLink
+    from mltune._types import Config, StudyConfig
 
-__all__ = ["Session", "fit_and_log", "prepare", "train_run"]
+__all__ = ["MODEL_FILE", "Session", "final_metrics", "prepare", "train_run", "train_trial"]
+
+MODEL_FILE = "model.keras"
 
 
 @dataclass
@@ -42,21 +47,24 @@ class Session:
         has its reference in ``config.builder`` too)."""
         return self.config.builder or "builtin"
 
-    def log_model(self, run_id: str, model: Any) -> str:
-        return self.tracker.log_model(run_id, model, self.data.example(5), code=self.code)
+    def log_model(self, run_id: str, path: str, outputs: Any) -> str:
+        """Log the Keras model saved at ``path`` (by :func:`train_trial`, perhaps in another
+        process); ``outputs`` describes its output (:func:`mltune._trainer.output_spec`)."""
+        return self.tracker.log_model(run_id, path, self.data.example(5), outputs=outputs,
+                                      code=self.code)
 
 
 def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None = None,
             callbacks: tuple[Any, ...] = (), fit_kwargs: dict[str, Any] | None = None
             ) -> Session:
     """The checks that come before anything is written: the tracking store, the user's
-    builder and loader (imported), then the data (loaded once per process). GPUs are set up
-    before TensorFlow touches them.
+    builder and loader (imported), then the data (loaded once per process). Nothing here
+    starts the backend's runtime or touches a GPU: trials may be forked from this process.
 
     ``user`` holds what was passed from Python (builder, loader, data); what it lacks is
     imported or loaded as ``config`` says."""
     from mltune._data import from_python, load_data
-    from mltune._device import configure_gpus
+    from mltune._device import backend
     from mltune._tracking import Tracker
 
     sc = config.study
@@ -72,7 +80,7 @@ def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None =
         raise ConfigError("data", f"study {sc.name!r} was run with data passed from Python, "
                           "which another process cannot load; give data.source or "
                           "data.loader (a function in a .py file)", source=config.source)
-    configure_gpus()
+    backend()  # Keras imported now, with the backend's native start-up lines muted
     images = builder is None  # the built-in CNN takes images
     dataset = (from_python(*data, cfg=config.data, seed=sc.seed, images=images)
                if data is not None else load_data(config.data, seed=sc.seed, loader=loader))
@@ -87,14 +95,20 @@ def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None =
                    callbacks=tuple(callbacks), fit_kwargs=dict(fit_kwargs or {}))
 
 
-def fit_and_log(session: Session, settings: dict[str, Any], run_id: str, on_epoch: Any,
-                seed: int | None) -> tuple[Any, Any]:
-    """Build and train a model, logging its final metrics to ``run_id``."""
+def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
+                link: TrialLink, *, test: bool = False) -> Any:
+    """The Keras side of a trial (or of a ``mltune train`` run): set up the GPU, build and
+    train the model, tell ``link`` each epoch and the outcome, and save the model where the
+    link asks. Runs in a trial's own process or in this one (:mod:`mltune._trial_process`);
+    returns the model. ``test``: evaluate it on the test split, when there is one."""
     import keras
 
+    from mltune._device import configure_gpus, device_name
     from mltune._model import build
-    from mltune._trainer import train
+    from mltune._trainer import evaluate, latency_ms, output_spec, train
 
+    configure_gpus()
+    link.started(device_name())
     sc, data = session.config.study, session.data
     if seed is not None:
         # Before building, so the initial weights are seeded as well as shuffling and dropout.
@@ -102,28 +116,80 @@ def fit_and_log(session: Session, settings: dict[str, Any], run_id: str, on_epoc
     model = build(session.builder, settings, input_shape=data.input_shape,
                   num_classes=data.num_classes)
     result = train(model, settings, data=data, metric=sc.metric,
-                   maximize=sc.direction == "maximize", on_epoch=on_epoch,
+                   maximize=sc.direction == "maximize", on_epoch=link.epoch,
                    callbacks=session.callbacks, fit_kwargs=session.fit_kwargs)
-    session.tracker.log_metrics(run_id, {
-        f"best_{sc.metric}": result.best_value,
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "train_seconds": result.train_seconds,
-        "param_count": model.count_params(),
-    })
-    return model, result
+    outcome: dict[str, Any] = {
+        "best_value": result.best_value, "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run, "train_seconds": result.train_seconds,
+        "history": result.history, "param_count": model.count_params(),
+        "outputs": output_spec(model, data.example(5)),
+    }
+    if any(o.metric == "latency_ms" for o in sc.objectives):
+        outcome["latency_ms"] = latency_ms(model, data.example(64))
+    if test and data.has_test:
+        outcome["test"] = evaluate(model, data)
+    path = link.finished(outcome)
+    if path is not None:
+        error = None
+        try:
+            model.save(path)
+        except Exception as e:
+            error = f"{type(e).__name__}: {e}"
+        link.saved(error)
+    return model
+
+
+def final_metrics(sc: StudyConfig, outcome: dict[str, Any]) -> dict[str, float]:
+    """The metrics a trained model's run gets once training ends."""
+    return {f"best_{sc.metric}": outcome["best_value"], "best_epoch": outcome["best_epoch"],
+            "epochs_run": outcome["epochs_run"], "train_seconds": outcome["train_seconds"],
+            "param_count": outcome["param_count"]}
+
+
+class _TrainLink:
+    """``mltune train``'s side of its one run: metrics, progress and the model to MLflow."""
+
+    def __init__(self, session: Session, run_id: str, progress: PlainProgress, epochs: int,
+                 folder: str) -> None:
+        self.session, self.run_id, self.progress = session, run_id, progress
+        self.epochs, self.folder = epochs, folder
+        self.outcome: dict[str, Any] = {}
+        self.model_uri = ""
+
+    def started(self, device: str) -> None:
+        self.session.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self.session.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        self.progress.epoch_ended(0, epoch, self.epochs, metrics)
+        self.progress.message(f"epoch {epoch + 1}/{self.epochs}: " + " ".join(
+            f"{k}={v:.4g}" for k, v in metrics.items()))
+
+    def finished(self, outcome: dict[str, Any]) -> str | None:
+        self.outcome = outcome
+        tracker, sc = self.session.tracker, self.session.config.study
+        tracker.log_metrics(self.run_id, final_metrics(sc, outcome))
+        if outcome.get("test"):
+            tracker.log_metrics(self.run_id, {f"test_{k}": v for k, v in
+                                              outcome["test"].items()})
+        return os.path.join(self.folder, MODEL_FILE)
+
+    def saved(self, error: str | None) -> None:
+        if error is not None:
+            raise TrialError(f"the trained model could not be saved: {error}")
+        self.model_uri = self.session.log_model(self.run_id, os.path.join(
+            self.folder, MODEL_FILE), self.outcome["outputs"])
 
 
 def train_run(session: Session, *, progress: PlainProgress | None = None) -> RunResult:
-    """One MLflow run with fixed settings, no study (``mltune train``).
+    """One MLflow run with fixed settings, no study (``mltune train``), in this process.
 
     Searched settings that are not fixed take their defaults. The model is evaluated on the
     test split, when there is one, and logged.
     """
-    from mltune._device import device_name
     from mltune._progress import PlainProgress
     from mltune._tracking import project_run_id
-    from mltune._trainer import evaluate, release
+    from mltune._trainer import release
 
     config, tracker = session.config, session.tracker
     sc = config.study
@@ -131,28 +197,16 @@ def train_run(session: Session, *, progress: PlainProgress | None = None) -> Run
     settings = dict(config.settings)
     run_id = tracker.start_parent(name=f"train-{sc.name}", params=settings, tags={
         Tag.STUDY_NAME: sc.name, Tag.METRIC: sc.metric, Tag.KIND: "train",
-        Tag.BUILDER: session.builder_name, Tag.DEVICE: device_name()},
-        project_run_id=project_run_id())
-    epochs = int(settings["epochs"])
-    progress.trial_started(0, {})
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(run_id, metrics, step=epoch)
-        progress.epoch_ended(0, epoch, epochs, metrics)
-        progress.message(f"epoch {epoch + 1}/{epochs}: " + " ".join(
-            f"{k}={v:.4g}" for k, v in metrics.items()))
-
+        Tag.BUILDER: session.builder_name}, project_run_id=project_run_id())
     status = "FAILED"
     try:
-        model, _ = fit_and_log(session, settings, run_id, on_epoch, sc.seed)
-        test: dict[str, float] = {}
-        if session.data.has_test:
-            test = {f"test_{k}": v for k, v in evaluate(model, session.data).items()}
-            tracker.log_metrics(run_id, test)
-        uri = session.log_model(run_id, model)
+        with tempfile.TemporaryDirectory(prefix="mltune-model-") as folder:
+            link = _TrainLink(session, run_id, progress, int(settings["epochs"]), folder)
+            train_trial(session, settings, sc.seed, link, test=True)
         status = "FINISHED"
-        return RunResult(run_id=run_id, test_metrics=test, model_uri=uri,
-                         tracking_uri=tracker.uri)
+        return RunResult(run_id=run_id, test_metrics={
+            f"test_{k}": v for k, v in link.outcome.get("test", {}).items()},
+            model_uri=link.model_uri, tracking_uri=tracker.uri)
     except KeyboardInterrupt:
         status = "KILLED"
         raise

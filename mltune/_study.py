@@ -42,6 +42,7 @@ from mltune._selection import best_trial as choose_best
 from mltune._selection import rule as selection_rule
 from mltune._session import Session, prepare
 from mltune._storage import DEFAULT_STORAGE, existing_directions, load_study, open_storage
+from mltune._trial_process import fork_blocker, stops_on_signals
 from mltune._urls import redact
 from mltune._usercode import UserCode
 
@@ -54,6 +55,7 @@ __all__ = ["load_trials", "run_study", "run_worker"]
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
 
+@stops_on_signals
 def run_study(
     config: Config,
     *,
@@ -78,11 +80,13 @@ def run_study(
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
     slots = gpu_slots(gpus, trials_per_gpu) if gpus else [{} for _ in range(workers)]
-    in_process = len(slots) == 1 and not gpus and not trials_per_process
     user = user or UserCode()
     session = prepare(config, tracking_uri, user=user, callbacks=keras_callbacks,
                       fit_kwargs=fit_kwargs)
-    if not in_process:
+    # Decided once the data is loaded: a loader that ran TensorFlow rules out a fork.
+    mode = _trial_process(sc, trials_per_process, len(slots), progress)
+    launch = mode == "spawn" or not slots  # worker processes, launched or started elsewhere
+    if launch:
         _check_for_workers(config, user, keras_callbacks, fit_kwargs)
     for note in config.notes:
         progress.message(f"note: {note}")
@@ -119,20 +123,29 @@ def run_study(
         n_trials = remaining if n_trials is None else min(n_trials, remaining)
     # Workers that join later (`mltune worker`) run until the study has this many trials.
     study.set_user_attr(Attr.STUDY_TARGET, counted(study) + (n_trials or 0))
-    if not in_process:
+    if launch:
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             slots, storage, trials_per_process,
                             python_path=_module_roots(user.builder, user.loader))
-    objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc))
+    queue_only = len(slots) > 1 and sc.sampler == "grid" and bool(n_trials)
+    if queue_only:
+        # Trials at once would race for grid points: each takes a queued one instead.
+        n_trials = enqueue_grid(study, config.search_space, limit=n_trials)
+        study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
+    objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
+                          fork=mode == "fork", slots=slots, queue_only=queue_only)
     done = len(study.trials)
     status = "FAILED"
     try:
         progress.study_started(sc.name, n_trials, done)
+        if len(slots) > 1:
+            progress.message(f"study {sc.name}: {n_trials} trials on {len(slots)} workers "
+                             "(processes forked from this one)")
         if n_trials == 0:
             progress.message(f"study {sc.name}: every point of the grid has been tried")
         else:
             _optimize(study, objective, tracker, callbacks=callbacks, n_trials=n_trials,
-                      timeout=sc.timeout)
+                      timeout=sc.timeout, n_jobs=len(slots))
         status = "FINISHED" if objective.stop_error is None else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -146,6 +159,24 @@ def run_study(
     if objective.stop_error is not None:
         raise objective.stop_error
     return result
+
+
+def _trial_process(sc: StudyConfig, trials_per_process: int | None, slots: int,
+                   progress: PlainProgress) -> str:
+    """Where the trials train: ``fork`` (a child process per trial, forked from this one),
+    ``spawn`` (worker processes started afresh, each replaced after ``trials_per_process``
+    trials) or ``none`` (this process). A fork that cannot be made safely falls back to
+    ``none``, or ``spawn`` for several trials at once, with a note saying why."""
+    mode = "spawn" if trials_per_process else sc.trial_process
+    if mode == "none" and slots > 1:
+        raise ConfigError("study.trial_process", "none trains one trial at a time in this "
+                          "process; with workers or GPUs use fork or spawn")
+    if mode == "fork" and (why := fork_blocker()):
+        mode = "none" if slots <= 1 else "spawn"
+        progress.message(f"note: trials train "
+                         f"{'in this process' if mode == 'none' else 'in worker processes'}"
+                         f" ({why})")
+    return mode
 
 
 def _check_for_workers(config: Config, user: UserCode, keras_callbacks: tuple[Any, ...],
@@ -219,12 +250,11 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
 
 
 def _trial_tags(sc: StudyConfig) -> dict[str, str]:
-    """Tags of every trial run this process makes: the study, and where it trains."""
-    from mltune._device import device_name
-
-    tags = {Tag.STUDY_NAME: sc.name, Tag.SAMPLER: sc.sampler, Tag.DEVICE: device_name()}
+    """Tags of every trial run this process makes: the study, and the GPU it was given. (The
+    device is tagged by the trial's own process: this one never looks at a GPU.)"""
+    tags = {Tag.STUDY_NAME: sc.name, Tag.SAMPLER: sc.sampler}
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if gpu is not None:  # a worker of --gpus
+    if gpu is not None:  # a worker launched for one GPU
         tags[Tag.CUDA_VISIBLE_DEVICES] = gpu
     return tags
 
@@ -291,6 +321,7 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
     return result
 
 
+@stops_on_signals
 def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None,
                progress: PlainProgress | None = None, max_trials: int | None = None) -> int:
     """``mltune worker``: join a study (its settings are stored with it) and run trials until
@@ -319,8 +350,12 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
         session.config = config = dataclasses.replace(
             config, study=dataclasses.replace(sc, sampler="random", sampler_options={}))
     study = _open_study(session, storage, seed=seed, create=False)
+    # A worker launched by `spawn` trains in its own process; one started by hand (on
+    # another machine) forks its trials as `tune` does.
+    fork = (sc.trial_process == "fork" and not os.environ.get(LAUNCHED_ENV)
+            and _trial_process(sc, None, 1, progress) == "fork")
     objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
-                          queue_only=grid_queue)
+                          queue_only=grid_queue, fork=fork)
 
     def stop_at_target(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if counted(study) >= target and not waiting(study):

@@ -239,30 +239,25 @@ class Tracker:
     def log_artifacts(self, run_id: str, folder: str | Path) -> None:
         self.client.log_artifacts(run_id, str(folder))
 
-    def log_model(self, run_id: str, model: keras.Model, example: np.ndarray, *,
+    def log_model(self, run_id: str, path: str, example: np.ndarray, *, outputs: Any,
                   code: tuple[list[str], list[str]] = ([], [])) -> str:
-        """Log a Keras model with signature and input example; returns its model URI.
+        """Log the Keras model saved at ``path`` (a ``.keras`` file, written perhaps by a
+        trial's own process) with signature and input example; returns its model URI.
+        Nothing here runs the model: this process may never start the backend's runtime.
 
-        ``code``: the user's files to ship (MLflow ``code_paths``) and the modules to import
-        before loading, so custom layers are registered (:func:`mltune._usercode.code_paths`).
-        With them, ``mlflow.pyfunc.load_model`` imports those modules itself."""
-        import keras
+        ``outputs``: :func:`mltune._trainer.output_spec` of the model. ``code``: the user's
+        files to ship (MLflow ``code_paths``) and the modules to import before loading, so
+        custom layers are registered (:func:`mltune._usercode.code_paths`). With them,
+        ``mlflow.pyfunc.load_model`` imports those modules itself."""
         import numpy as np
 
         example = np.asarray(example, dtype=np.float32)
-        signature = _signature(model, example)
-        interactive = keras.config.is_interactive_logging_enabled()
-        keras.config.disable_interactive_logging()  # MLflow's predict calls print progress bars
-        try:
-            return self._log_to_run(run_id, "model", _KerasFlavor, model=model,
-                                    signature=signature, input_example=example,
-                                    user_code=code,
-                                    # MLflow would reload the model and predict the example
-                                    # (0.3 s per model); the tests load and run logged models.
-                                    validate_serving_input=False)
-        finally:
-            if interactive:
-                keras.config.enable_interactive_logging()
+        return self._log_to_run(run_id, "model", _KerasFlavor, model=_SavedKeras(path),
+                                signature=_signature(example, outputs),
+                                input_example=example, user_code=code,
+                                # MLflow would reload the model and predict the example
+                                # (0.3 s per model); the tests load and run logged models.
+                                validate_serving_input=False)
 
     def _log_to_run(self, run_id: str, name: str, flavor: Any, **kwargs: Any) -> str:
         """``Model.log`` to ``run_id`` with explicit requirements; returns the model URI."""
@@ -371,22 +366,31 @@ class Tracker:
         self.client.set_registered_model_alias(name, alias, version)
 
 
-def _signature(model: keras.Model, example: np.ndarray) -> Any:
-    """The model's signature from its input and output specs. A predict call (what
-    ``infer_signature`` needs) would compile the model's predict function: 0.1-0.3 s per
-    logged model. Models of several outputs are inferred the usual way."""
+def _signature(example: np.ndarray, outputs: Any) -> Any:
+    """The signature from the example and the model's output spec, or, for a model of
+    several outputs, from its predictions on the example."""
     import numpy as np
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types import Schema, TensorSpec
 
-    outputs = getattr(model, "outputs", None)
-    if not outputs or len(outputs) != 1:
-        return infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    out = outputs[0]
+    if not isinstance(outputs, tuple):
+        return infer_signature(example, outputs)
+    dtype, shape = outputs
     return ModelSignature(
         inputs=Schema([TensorSpec(example.dtype, (-1, *example.shape[1:]))]),
-        outputs=Schema([TensorSpec(np.dtype(str(out.dtype)),
-                                   (-1, *(-1 if d is None else int(d) for d in out.shape[1:])))]))
+        outputs=Schema([TensorSpec(np.dtype(dtype), (-1, *(-1 if d is None else int(d)
+                                                           for d in shape)))]))
+
+
+class _SavedKeras:
+    """Stands in for a Keras model that is already saved: MLflow's Keras flavor only calls
+    ``model.save(path)``, which copies the file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def save(self, filepath: str, **kwargs: Any) -> None:
+        shutil.copyfile(self.path, filepath)
 
 
 def _requirements(keras: Any) -> list[str]:

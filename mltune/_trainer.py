@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mltune._data import Dataset
 
 __all__ = ["TrainResult", "compile_model", "evaluate", "fit_inputs", "latency_ms",
-           "make_optimizer", "release", "train"]
+           "make_optimizer", "output_spec", "release", "train"]
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -212,6 +212,17 @@ def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict[s
         logs = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0,
                               return_dict=True)
     return {k: float(v) for k, v in logs.items()}
+
+
+def output_spec(model: keras.Model, example: np.ndarray) -> Any:
+    """What the model's signature needs of its output: ``(dtype, shape without the batch
+    axis)`` of a model with one output (no predict call: that would compile the predict
+    function, 0.1-0.3 s), else its predictions on ``example``."""
+    outputs = getattr(model, "outputs", None)
+    if outputs and len(outputs) == 1:
+        out = outputs[0]
+        return (str(out.dtype), tuple(None if d is None else int(d) for d in out.shape[1:]))
+    return np.asarray(model.predict(example, verbose=0))
 
 
 def latency_ms(model: keras.Model, x: np.ndarray, batch: int = 64, repeats: int = 5) -> float:

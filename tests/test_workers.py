@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -44,8 +43,7 @@ def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study,
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
     assert "database is locked" not in out + err
-    assert "study grid4: 8 trials on 4 workers" in out
-    assert out.count("worker done:") == 4
+    assert "study grid4: 8 trials on 4 workers (processes forked from this one)" in out
     study = optuna.load_study(study_name="grid4", storage=open_storage(stores["storage"]))
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     points = sorted((t.params["filters"], t.params["learning_rate"]) for t in complete)
@@ -58,8 +56,11 @@ def test_four_workers_cover_a_grid_exactly_once_on_the_journal_file(write_study,
     assert [m.value for m in history] == [8.0]  # the summary is written once, not per worker
     assert len(runs) == 8 and {r.info.status for r in runs.values()} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent.info.run_id}
-    workers = {t.user_attrs["mltune_worker"] for t in complete}
-    assert len(workers) >= 2  # the trials really were shared out
+    # The trials really ran at once: some started before others had ended.
+    overlapping = sum(1 for a, b in itertools.combinations(complete, 2)
+                      if a.datetime_start < b.datetime_complete
+                      and b.datetime_start < a.datetime_complete)
+    assert overlapping >= 2
 
 
 @pytest.mark.slow
@@ -101,9 +102,12 @@ def postgres_mlflow(tmp_path):
 
 @pytest.mark.slow
 def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tmp_path) -> None:
+    """The study's process dies with two trials running (a lost node): its trials' processes
+    die with it; a worker that joins later fails the two lost trials (stale heartbeats),
+    re-runs their points and finishes the study."""
     name = f"pg-{uuid.uuid4().hex[:6]}"
     path = write_study(study={"name": name, "sampler": "grid", "n_trials": None,
-                              "heartbeat_interval": 1, "grace_period": 2},
+                              "heartbeat_interval": 1, "grace_period": 2, "retry_failed": 1},
                        training={"epochs": 30, "batch_size": 32},
                        search_space={"filters": {"type": "categorical", "choices": [4, 6, 8]},
                                      "learning_rate": {"type": "categorical",
@@ -115,22 +119,21 @@ def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tm
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert launcher.stdout is not None
         for line in launcher.stdout:
-            if "trial 2 started" in line:
+            if "trial 3 started" in line:
                 break
         time.sleep(1.0)
-        # Kill the worker of a running trial (its pid is recorded on the trial).
         study = optuna.load_study(study_name=name, storage=POSTGRES)
-        running = [t for t in study.trials if t.state.name == "RUNNING"
-                   and "mltune_worker" in t.user_attrs]
-        assert running, [t.state.name for t in study.trials]
-        victim = int(running[0].user_attrs["mltune_worker"].rpartition(":")[2])
+        running = [t for t in study.trials if t.state.name == "RUNNING"]
+        assert len(running) == 2, [t.state.name for t in study.trials]
         children = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
                                   text=True).stdout.split()
-        assert str(victim) in children, (victim, children)
-        os.kill(victim, signal.SIGKILL)
-        out, err = launcher.communicate(timeout=600)
-        assert launcher.returncode == 1
-        assert "1 of 2 workers failed" in err
+        assert len(children) == 2  # a process per running trial
+        launcher.kill()
+        launcher.communicate(timeout=60)
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{pid}") for pid in children):
+            assert time.monotonic() < deadline, "a trial's process outlived the study's"
+            time.sleep(0.1)
 
         time.sleep(3)  # the killed worker's heartbeat is now stale
         joined = mltune("worker", "--study-name", name, *common, cwd=tmp_path,
@@ -141,14 +144,14 @@ def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tm
         study = optuna.load_study(study_name=name, storage=POSTGRES)
         states = [t.state.name for t in study.trials]
         assert "RUNNING" not in states and "WAITING" not in states
-        assert states.count("FAIL") == 1
+        assert states.count("FAIL") == 2
         complete = [t for t in study.trials if t.state.name == "COMPLETE"]
         points = sorted((t.params["filters"], t.params["learning_rate"]) for t in complete)
         assert points == sorted(itertools.product([4, 6, 8], [0.002, 0.004]))  # each once
         runs = runs_by_name(stores["tracking_uri"], name)
         assert runs.pop(name).info.status == "FINISHED"
         statuses = sorted(r.info.status for r in runs.values())
-        assert "RUNNING" not in statuses and statuses.count("FAILED") == 1
+        assert "RUNNING" not in statuses and statuses.count("FAILED") == 2
         for trial in study.trials:  # every trial kept its run, with the matching status
             run = runs[f"trial-{trial.number:03d}"]
             assert run.info.run_id == trial.user_attrs["mlflow_run_id"]

@@ -1,0 +1,266 @@
+"""Where a trial trains: in a child process forked from this warm one (``fork``, the default
+on Linux), or in this process (``none``; ``spawn`` launches worker processes that train in
+their own process, see :mod:`mltune._launcher`).
+
+The two sides of a trial meet at a :class:`TrialLink`. The Keras side
+(:func:`mltune._session.train_trial`) calls it: ``started`` with the device, ``epoch`` after
+each epoch (which raises to stop training: a pruned trial), ``finished`` with the outcome
+(which answers with a path when the model is wanted), ``saved`` once it is written. The
+Optuna and MLflow side (:class:`mltune._objective.Objective`) implements it. In one process
+the Keras side calls the link directly; forked, :func:`run_forked` carries each call over a
+pipe and its answer back, so the child never touches a database connection, an MLflow
+client or the Optuna storage, and the parent never runs a TensorFlow op.
+
+A fork is safe only before the backend's runtime has started (TensorFlow's thread pools, a
+CUDA context): :func:`fork_blocker` says when this process can no longer fork trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Callable
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from mltune._errors import Terminated, TrialError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["MODES", "TrialLink", "TrialProcessDied", "fork_blocker", "output_lock",
+           "run_forked", "stopping", "stops_on_signals"]
+
+MODES = ("fork", "spawn", "none")
+
+# Held while a trial's process is forked and while the parent writes to the console: a child
+# forked while another thread held a stream's lock would inherit it locked.
+output_lock = threading.RLock()
+# Set by Ctrl-C or SIGTERM: the trials' processes are being stopped, no new one starts.
+stopping = threading.Event()
+_live: set[Any] = set()  # the trials' processes running now
+
+
+def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
+    """Run ``function`` with SIGINT and SIGTERM stopping it the same way (in the main
+    thread): every trial's process is killed at once, then ``KeyboardInterrupt`` (or
+    :class:`mltune._errors.Terminated` for SIGTERM) is raised where this process is, so its
+    trials fail, their runs close and the parent run ends KILLED. Kubernetes, Slurm and
+    systemd stop jobs with SIGTERM."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if threading.current_thread() is not threading.main_thread():
+            return function(*args, **kwargs)
+
+        def stop(signum: int, frame: Any) -> None:
+            stopping.set()
+            for child in list(_live):
+                with contextlib.suppress(Exception):
+                    child.kill()
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+        stopping.clear()
+        previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return function(*args, **kwargs)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    return wrapper
+
+
+class TrialLink(Protocol):
+    """What the Keras side of a trial tells the side that owns Optuna and MLflow."""
+
+    def started(self, device: str) -> None: ...
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Record an epoch; raises to stop training (a pruned trial)."""
+
+    def finished(self, outcome: dict[str, Any]) -> str | None:
+        """Record the trained model's outcome; returns the path to save the model to, or
+        None when it is not wanted."""
+
+    def saved(self, error: str | None) -> None:
+        """The model is at the path ``finished`` gave (``error``: why it is not)."""
+
+
+class TrialProcessDied(TrialError):
+    """The trial's process ended without a word: killed by a signal (a segfault, the
+    kernel's OOM killer) or exited by itself. ``kind`` is ``signal:SIGKILL`` or
+    ``exit_code:N``."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        code = -1 if exitcode is None else exitcode
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            self.kind = f"signal:{name}"
+            hint = (" (the kernel's OOM killer sends SIGKILL when memory runs out)"
+                    if name == "SIGKILL" else "")
+            message = f"the trial's process was killed by {name}{hint}"
+        else:
+            self.kind = f"exit_code:{code}"
+            message = f"the trial's process exited with code {code}"
+        super().__init__(message)
+        self.exitcode = exitcode
+
+    def __reduce__(self) -> Any:
+        return (TrialProcessDied, (self.exitcode,))
+
+
+def fork_blocker() -> str | None:
+    """Why this process cannot fork a trial's process, or None when it can."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return "forking a trial's process is done on Linux only"
+    from mltune._device import runtime_started
+
+    started = runtime_started()
+    if started:
+        return (f"{started} has already run in this process, and a process cannot be forked "
+                "safely after that")
+    return None
+
+
+def run_forked(work: Callable[[TrialLink], None], link: TrialLink,
+               env: dict[str, str] | None = None) -> None:
+    """Run ``work(link)`` in a child process forked from this one, with ``env`` added to its
+    environment (a GPU of its own). Each call the child makes on its link is made here on
+    ``link``, and its answer or exception goes back. An exception of ``work`` is raised here;
+    a child that dies raises :class:`TrialProcessDied`. However this ends, the child is gone
+    when it returns."""
+    if stopping.is_set():
+        raise TrialError("not started: the study is stopping")
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    child = ctx.Process(target=_child_main, args=(work, theirs, dict(env or {}), os.getpid()),
+                        name="mltune-trial")
+    with output_lock, warnings.catch_warnings():
+        # Python 3.12+ warns of a fork in a process with threads (Optuna's heartbeat, other
+        # trials' threads): the child only trains and talks over its pipe.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        child.start()
+        _live.add(child)
+    theirs.close()
+    try:
+        _serve(ours, child, link)
+    finally:
+        _live.discard(child)
+        if child.is_alive():
+            child.kill()
+        child.join()
+        ours.close()
+
+
+def _serve(conn: Any, child: Any, link: TrialLink) -> None:
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            child.join()
+            raise TrialProcessDied(child.exitcode) from None
+        kind = message[0]
+        if kind == "call":
+            _, name, args = message
+            try:
+                answer = getattr(link, name)(*args)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    conn.send(("stop",))
+                raise
+            conn.send(("answer", answer))
+        elif kind == "error":
+            raise _restored(message[1], message[2])
+        elif kind == "done":
+            return
+
+
+class _PipeLink:
+    """The child's link: each call goes to the parent, which answers or says stop."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self.conn.send(("call", name, args))
+        reply = self.conn.recv()
+        if reply[0] == "stop":  # the parent ends the trial (pruned): nothing left to do
+            os._exit(0)
+        return reply[1]
+
+    def started(self, device: str) -> None:
+        self._call("started", device)
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._call("epoch", epoch, metrics)
+
+    def finished(self, outcome: dict[str, Any]) -> str | None:
+        return self._call("finished", outcome)
+
+    def saved(self, error: str | None) -> None:
+        self._call("saved", error)
+
+
+def _child_main(work: Callable[[TrialLink], None], conn: Any, env: dict[str, str],
+                parent: int) -> None:
+    # Ctrl-C reaches the whole process group: the parent decides, and stops the child.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with(parent)
+    # Fresh console streams: the inherited ones' locks may have been held by another thread.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    os.environ.update(env)
+    code = 0
+    try:
+        work(_PipeLink(conn))
+        conn.send(("done",))
+    except BaseException as e:
+        code = 1
+        text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+        with contextlib.suppress(BaseException):
+            conn.send(("error", _portable(e), text))
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)  # no atexit handler of the parent's (MLflow's) runs here
+
+
+def _die_with(parent: int) -> None:
+    """The child gets SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``), so a dead
+    worker leaves no training process behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _portable(error: BaseException) -> bytes:
+    """``error`` pickled, or a :class:`TrialError` with its text when it does not survive
+    the trip (an exception type of the user's with its own constructor)."""
+    try:
+        data = pickle.dumps(error)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return pickle.dumps(TrialError(f"{type(error).__name__}: {error}"))
+
+
+def _restored(data: bytes, text: str) -> BaseException:
+    error: BaseException = pickle.loads(data)
+    error.add_note(f"In the trial's process:\n{text.rstrip()}")
+    return error
+

@@ -1,0 +1,258 @@
+"""Every trial trains in a process of its own, forked from the study's process: crashes fail
+that trial alone, signals stop the trials' processes, nothing is left behind, and a process
+that has already run TensorFlow trains in itself instead.
+
+The studies run through the CLI (a fresh process: pytest's own may have run TensorFlow).
+The builder writes the pid of the process that builds each model to a file beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import QUIET_ENV, tiny_study
+from mlflow import MlflowClient
+
+from mltune import load_study
+
+BUILDER = '''
+import os
+import signal
+import time
+from pathlib import Path
+
+import keras
+
+
+def build(params, *, input_shape, num_classes):
+    with open(Path(__file__).with_name("pids.txt"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    mode = params.get("mode", "ok")
+    if mode == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "exit":
+        os._exit(3)
+    if mode == "sleep":
+        time.sleep(600)
+    if mode == "unpicklable":
+        class Odd(Exception):
+            def __init__(self, a, b):
+                super().__init__(f"odd {a} {b}")
+        raise Odd(1, 2)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs)
+'''
+
+
+def _study(tmp_path: Path, name: str, modes: list[str], **study: object) -> Path:
+    (tmp_path / "crashy.py").write_text(BUILDER)
+    content = tiny_study(
+        study={"name": name, "sampler": "grid", "n_trials": None, "seed": 3, **study},
+        model={"builder": "crashy.py:build"},
+        search_space={"mode": {"type": "categorical", "choices": modes}})
+    path = tmp_path / f"{name}.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+def _cli(*args: str, cwd: Path, env: dict[str, str] | None = None,
+         new_session: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "mltune", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=new_session,
+                            env={**os.environ, **QUIET_ENV, "PYTHONUNBUFFERED": "1",
+                                 **(env or {})})
+
+
+def _pids(tmp_path: Path) -> list[int]:
+    path = tmp_path / "pids.txt"
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _first_child(tmp_path: Path) -> int:
+    """The pid of the first trial's process, once its builder has run."""
+    deadline = time.monotonic() + 120
+    while not _pids(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (child,) = _pids(tmp_path)
+    return child
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie still answers kill(0): it has exited but its parent has not reaped it.
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _runs(tracking_uri: str, name: str) -> dict[str, object]:
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    return {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_each_trial_trains_in_its_own_process_and_a_crash_fails_it_alone(
+        backend: str, tmp_path: Path, stores: dict[str, str]) -> None:
+    name = f"crashy-{backend}"
+    path = _study(tmp_path, name, ["ok", "segfault", "exit", "unpicklable"])
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], cwd=tmp_path, env={"KERAS_BACKEND": backend})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert "note:" not in out  # no fallback: the study's process forked every trial
+
+    pids = _pids(tmp_path)
+    assert len(pids) == 4 and len(set(pids)) == 4 and proc.pid not in pids
+    assert all(_gone(pid, within=1) for pid in pids)
+
+    study = load_study(name, stores["storage"])
+    states = {t.params["mode"]: t.state.name for t in study.trials}
+    assert states == {"ok": "COMPLETE", "segfault": "FAIL", "exit": "FAIL",
+                      "unpicklable": "FAIL"}
+    runs = _runs(stores["tracking_uri"], name)
+    by_mode = {r.data.params["mode"]: r for n, r in runs.items() if n != name}
+    assert runs[name].info.status == "FINISHED"
+    assert by_mode["ok"].info.status == "FINISHED"
+    assert by_mode["ok"].data.tags["mltune.device"] == "CPU"  # told by the trial's process
+    assert by_mode["segfault"].info.status == "FAILED"
+    assert by_mode["segfault"].data.tags["mltune.error_kind"] == "signal:SIGSEGV"
+    assert "killed by SIGSEGV" in by_mode["segfault"].data.tags["mltune.error"]
+    assert by_mode["exit"].data.tags["mltune.error_kind"] == "exit_code:3"
+    assert by_mode["unpicklable"].data.tags["mltune.error"] == "TrialError: Odd: odd 1 2"
+    # The traceback from the trial's process is in the run's error.txt.
+    text = MlflowClient(stores["tracking_uri"]).download_artifacts(
+        by_mode["unpicklable"].info.run_id, "error.txt", str(tmp_path))
+    assert "In the trial's process" in Path(text).read_text()
+    assert "crashy.py" in Path(text).read_text()
+    # The model logged by the parent from the file the trial's process saved, loads and runs.
+    import mlflow.pyfunc
+    import numpy as np
+
+    model_uri = study.best_trial.user_attrs["mlflow_model_uri"]
+    mlflow.set_tracking_uri(stores["tracking_uri"])
+    try:
+        predictions = mlflow.pyfunc.load_model(model_uri).predict(
+            np.zeros((2, 8, 8, 1), dtype=np.float32))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert np.asarray(predictions).shape == (2, 10)
+
+
+@pytest.mark.parametrize(("signum", "code", "to_group"), [
+    (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+def test_a_signal_stops_the_trial_process_and_closes_everything(
+        signum: int, code: int, to_group: bool, tmp_path: Path,
+        stores: dict[str, str]) -> None:
+    name = f"stopped-{signum}"
+    path = _study(tmp_path, name, ["sleep"])
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], cwd=tmp_path, new_session=True)
+    try:
+        child = _first_child(tmp_path)
+        if to_group:  # as a terminal's Ctrl-C reaches every process of the job
+            os.killpg(proc.pid, signum)
+        else:  # as Kubernetes, Slurm or systemd stop a job
+            proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == code, out + err
+    assert ("terminated" if signum == signal.SIGTERM else "interrupted") in err
+    assert "Traceback" not in err
+    assert _gone(child)
+    runs = _runs(stores["tracking_uri"], name)
+    assert {n: r.info.status for n, r in runs.items()} == {name: "KILLED",
+                                                            "trial-000": "FAILED"}
+    study = load_study(name, stores["storage"])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    # Interrupted, not failed by itself: not counted as the trial's own failure.
+    assert "mltune_error" not in study.trials[0].user_attrs
+
+
+def test_a_killed_study_process_takes_its_trial_process_with_it(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    path = _study(tmp_path, "orphan", ["sleep"])
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], cwd=tmp_path, new_session=True)
+    try:
+        child = _first_child(tmp_path)
+        proc.kill()
+        proc.communicate(timeout=30)
+        assert _gone(child)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_process_that_ran_tensorflow_trains_its_trials_itself(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    script = tmp_path / "notebook.py"
+    script.write_text(textwrap.dedent(f"""
+        import os
+        import keras
+        import mltune
+        from conftest import tiny_study
+
+        keras.ops.convert_to_numpy(keras.ops.ones(2) + 1)  # as a notebook cell might
+        result = mltune.tune(tiny_study(study={{"n_trials": 2, "name": "nb"}}),
+                             storage={stores['storage']!r},
+                             tracking_uri={stores['tracking_uri']!r}, progress=False)
+        print("states", result.states)
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, **QUIET_ENV,
+                               "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("note: trials train in this process (TensorFlow has already run in this "
+            "process") in proc.stdout
+    assert "states {'COMPLETE': 2}" in proc.stdout
+
+
+def test_pruning_decided_by_the_study_process_stops_the_trial_process(
+        write_study, stores: dict[str, str], tmp_path: Path) -> None:
+    from test_pruning import _study as pruning_study
+
+    path = write_study(pruning_study(sampler="grid", n_trials=None, seed=1, pruner="median",
+                                     pruner_options={"n_startup_trials": 1,
+                                                     "n_warmup_steps": 0}))
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    study = load_study("p", stores["storage"])
+    assert [(t.params["learning_rate"], t.state.name) for t in study.trials] == [
+        (0.01, "COMPLETE"), (1e-7, "PRUNED")]
+    pruned = study.trials[1]
+    runs = _runs(stores["tracking_uri"], "p")
+    run = runs["trial-001"]
+    assert run.info.status == "KILLED"
+    epoch = int(run.data.tags["mltune.pruned_at_epoch"])
+    assert 1 <= epoch < 3 and pruned.user_attrs["epochs_run"] == epoch
+    history = MlflowClient(stores["tracking_uri"]).get_metric_history(run.info.run_id,
+                                                                      "val_accuracy")
+    assert [m.step for m in history] == list(range(epoch))
