@@ -132,3 +132,33 @@ def publish(section: str, heading: str, docs: Path | None) -> None:
         path = repo_path(docs)
         write_section(path, heading, section)
         print(f"wrote {path}")
+
+
+def quiet_libraries() -> None:
+    """What ``mltune``'s CLI does before a study: keep library chatter off the screen."""
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    for name in ("optuna", "mlflow", "alembic", "absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def load_avg() -> str:
+    """The load average over 1, 5 and 15 minutes."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (psutil, else ``/proc/self/statm``)."""
+    try:
+        import psutil
+    except ImportError:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    return int(psutil.Process().memory_info().rss)
+

@@ -71,7 +71,6 @@ import contextlib
 import io
 import itertools
 import json
-import logging
 import os
 import resource
 import statistics
@@ -81,7 +80,6 @@ import tempfile
 import threading
 import time
 import tracemalloc
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +92,8 @@ from _common import (  # bench/_common.py
     fmt_table,
     machine_info,
     publish,
+    quiet_libraries,
+    rss_bytes,
     working_dir,
 )
 
@@ -136,14 +136,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # -- measuring -------------------------------------------------------------------------------
-def rss_bytes() -> int:
-    """Resident set size of this process."""
-    try:
-        import psutil
-    except ImportError:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE")
-    return int(psutil.Process().memory_info().rss)
 
 
 def rss_source() -> str:
@@ -231,14 +223,6 @@ def study_config(args: argparse.Namespace, data: Path) -> dict[str, Any]:
     }
 
 
-def quiet_libraries() -> None:
-    """What ``mltune``'s CLI does before a study: keep library chatter off the screen."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    for name in ("optuna", "mlflow", "alembic", "absl", "tensorflow", "keras"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
 
 
 @dataclass

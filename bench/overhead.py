@@ -84,6 +84,7 @@ from _common import (  # bench/_common.py
     data_file,
     data_parser,
     fmt_table,
+    load_avg,
     machine_info,
     publish,
     working_dir,
@@ -133,9 +134,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
 
 
-def load_avg() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
 # -- data and study ----------------------------------------------------------------------------

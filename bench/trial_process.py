@@ -75,7 +75,6 @@ import contextlib
 import datetime as dt
 import io
 import json
-import logging
 import math
 import os
 import resource
@@ -84,7 +83,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,8 +93,11 @@ from _common import (  # bench/_common.py
     data_file,
     data_parser,
     fmt_table,
+    load_avg,
     machine_info,
     publish,
+    quiet_libraries,
+    rss_bytes,
     working_dir,
 )
 
@@ -180,20 +181,8 @@ def study_dict(args: argparse.Namespace, data: Path, n_trials: int) -> dict[str,
 
 
 # -- in an arm's process ------------------------------------------------------------------------
-def rss_bytes() -> int:
-    """Resident set size of this process (``/proc/self/statm``)."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def quiet_libraries() -> None:
-    """What ``mltune``'s CLI does before a study: keep library chatter off the screen."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    for name in ("optuna", "mlflow", "alembic", "absl", "tensorflow", "keras"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
 
 
 @dataclass
@@ -353,9 +342,6 @@ def rotated(repeat: int) -> tuple[str, ...]:
     return ARMS[k:] + ARMS[:k]
 
 
-def load_avg() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
 @dataclass

@@ -113,8 +113,7 @@ class Objective:
         trial.set_user_attr(Attr.RUN_ID, run_id)
         trial.set_user_attr(Attr.WORKER, worker_id())
         self.progress.trial_started(trial.number, sampled)
-        folder = tempfile.mkdtemp(prefix="mltune-trial-")
-        record = _TrialRecord(self, trial, run_id, int(settings["epochs"]), folder)
+        record = _TrialRecord(self, trial, run_id, int(settings["epochs"]))
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
@@ -154,7 +153,8 @@ class Objective:
         finally:
             if self.fatal is None:
                 trial.set_user_attr(Attr.EPOCHS, record.trained)
-            shutil.rmtree(folder, ignore_errors=True)
+            if record.model_path is not None:
+                shutil.rmtree(os.path.dirname(record.model_path), ignore_errors=True)
             if not self.fork:
                 release()
 
@@ -218,11 +218,12 @@ class _TrialRecord:
     """One trial's :class:`mltune._trial_process.TrialLink`: what its training reports goes
     to MLflow, the progress display and Optuna (which decides pruning)."""
 
-    def __init__(self, objective: Objective, trial: optuna.Trial, run_id: str, epochs: int,
-                 folder: str) -> None:
+    def __init__(self, objective: Objective, trial: optuna.Trial, run_id: str, epochs: int
+                 ) -> None:
         self.objective, self.trial, self.run_id = objective, trial, run_id
         self.tracker = objective.tracker
-        self.epochs, self.folder = epochs, folder
+        self.epochs = epochs
+        self.model_path: str | None = None  # in a folder of its own, when the model is wanted
         self.trained = 0  # epochs so far
         self.values_so_far: list[float] = []  # the finite values of the study metric
         self.values: list[float] | None = None
@@ -258,17 +259,15 @@ class _TrialRecord:
         # joins the Pareto front) logs its model, so model logging costs a few calls per
         # study rather than one per trial.
         if all(map(math.isfinite, values)) and objective._is_new_best(self.trial.study, values):
-            return os.path.join(self.folder, MODEL_FILE)
-        return None
+            self.model_path = os.path.join(tempfile.mkdtemp(prefix="mltune-trial-"), MODEL_FILE)
+        return self.model_path
 
     def saved(self, error: str | None) -> None:
-        from mltune._session import MODEL_FILE
-
         # The trial trained fine: a model that cannot be saved must not lose its result.
-        if error is None:
+        if error is None and self.model_path is not None:
             try:
-                uri = self.objective.session.log_model(
-                    self.run_id, os.path.join(self.folder, MODEL_FILE), self.outputs)
+                uri = self.objective.session.log_model(self.run_id, self.model_path,
+                                                       self.outputs)
             except Exception as e:
                 error = f"{type(e).__name__}: {e}"
             else:

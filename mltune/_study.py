@@ -352,8 +352,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     study = _open_study(session, storage, seed=seed, create=False)
     # A worker launched by `spawn` trains in its own process; one started by hand (on
     # another machine) forks its trials as `tune` does.
-    fork = (sc.trial_process == "fork" and not os.environ.get(LAUNCHED_ENV)
-            and _trial_process(sc, None, 1, progress) == "fork")
+    fork = not os.environ.get(LAUNCHED_ENV) and _trial_process(sc, None, 1, progress) == "fork"
     objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
                           queue_only=grid_queue, fork=fork)
 
