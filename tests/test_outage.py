@@ -16,17 +16,22 @@ from mlflow import MlflowClient
 
 from mltune._storage import open_storage
 
-# MLflow's own retries; short here so the test is quick (defaults: 7 retries, factor 2).
-RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-           "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# MLflow's own retries (defaults: 7 retries, factor 2, about two minutes). Short here so a
+# server that stays down is given up on quickly: sleeps of 0, 2, 4 and 8 s, a 14 s window.
+SHORT_RETRIES = 4
+# A brief outage must fit inside the window: the server's restart alone takes 10 s and more on a
+# loaded 2-core CI machine, so that test waits up to 0+2+4+8+16+32 = 62 s.
+LONG_RETRIES = 6
 
 
-def tune(path, server, stores, *extra: str) -> subprocess.Popen:
+def tune(path, server, stores, *extra: str, retries: int = SHORT_RETRIES) -> subprocess.Popen:
+    env = {**os.environ, **QUIET_ENV, "PYTHONUNBUFFERED": "1",
+           "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
     return subprocess.Popen(
         [sys.executable, "-m", "mltune", "tune", str(path), "--tracking-uri", server.url,
          "--storage", stores["storage"], *extra], cwd=server.folder, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, **QUIET_ENV, **RETRIES, "PYTHONUNBUFFERED": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def wait_for(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
@@ -42,14 +47,16 @@ def wait_for(proc: subprocess.Popen, text: str, seen: list[str]) -> None:
 def test_brief_outage_fails_nothing(mlflow_process, write_study, stores) -> None:
     path = write_study(study={"name": "brief", "n_trials": 3},
                        training={"epochs": 25, "batch_size": 32})
-    proc = tune(path, mlflow_process, stores)
+    proc = tune(path, mlflow_process, stores, retries=LONG_RETRIES)
     seen: list[str] = []
     wait_for(proc, "trial 1 started", seen)
+    down = time.monotonic()
     mlflow_process.stop()  # the epochs of trial 1 cannot be logged for a few seconds
     time.sleep(3)
     mlflow_process.start()
+    outage = time.monotonic() - down
     out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, "".join(seen) + out + err
+    assert proc.returncode == 0, f"server down {outage:.1f} s\n" + "".join(seen) + out + err
     study = optuna.load_study(study_name="brief", storage=open_storage(stores["storage"]))
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3
     client = MlflowClient(mlflow_process.url)
