@@ -387,12 +387,16 @@ def _check_fit_kwargs(fit_kwargs: Mapping[str, Any] | None, source: str) -> None
 @contextlib.contextmanager
 def _library_quiet() -> Iterator[None]:
     """Optuna logs each trial's end (a failed one with its traceback, as a warning); mltune's
-    progress display says the same in one line. Its verbosity is put back afterwards."""
+    progress display says the same in one line. Its verbosity is put back afterwards. What is
+    printed meanwhile passes mltune's redaction (passwords of the storage and tracking URLs)."""
     import optuna
+
+    from mltune._secrets import scrubbed_console
 
     before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(max(before, optuna.logging.ERROR))
     try:
-        yield
+        with scrubbed_console():
+            yield
     finally:
         optuna.logging.set_verbosity(before)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -38,6 +39,11 @@ def _opt_str(text: str) -> Optional[str]:
     return text if text.strip() else None
 
 
+def _storage_str(text: str) -> Optional[str]:
+    """An empty ``--storage`` (the MLproject's default) means $MLTUNE_STORAGE, as no option."""
+    return text if text.strip() else os.environ.get("MLTUNE_STORAGE") or None
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="Study file (YAML).", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", help="Override any key of the study file: key.path=value (repeatable).",
@@ -46,7 +52,7 @@ TrackingOpt = Annotated[Optional[str], typer.Option(
     "--tracking-uri", parser=_opt_str, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
     "sqlite:///mlflow.db).", show_default=False)]
 StorageOpt = Annotated[Optional[str], typer.Option(
-    "--storage", parser=_opt_str, envvar="MLTUNE_STORAGE", help="Optuna storage: a database "
+    "--storage", parser=_storage_str, envvar="MLTUNE_STORAGE", help="Optuna storage: a database "
     "URL (sqlite:///, postgresql://...) or a journal file path (default: $MLTUNE_STORAGE, "
     "else optuna_journal.log).", show_default=False)]
 ExperimentOpt = Annotated[Optional[str], typer.Option(
@@ -316,7 +322,7 @@ def trials(
 def _ui_hint(tracking_uri: str | None, experiment_id: str | None = None) -> str:
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
     if uri.startswith(("http://", "https://")):
-        from mltune._urls import redact
+        from mltune._secrets import redact
 
         page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" if (
             experiment_id) else ""
@@ -325,6 +331,12 @@ def _ui_hint(tracking_uri: str | None, experiment_id: str | None = None) -> str:
 
 
 def main() -> None:
+    from mltune._secrets import remember, scrub_console
+
+    # Every line this process prints, tracebacks of --debug included, passes the redaction.
+    remember(*[a.partition("=")[2] or a for a in sys.argv[1:] if "://" in a],
+             os.environ.get("MLFLOW_TRACKING_URI"))
+    scrub_console()
     app(prog_name="mltune")
 
 

@@ -20,6 +20,7 @@ from mltune._errors import ConfigError, NonFiniteLossError, TrialError
 from mltune._names import RUN_STATUS, Attr, Tag
 from mltune._optuna_compat import is_queued
 from mltune._search_space import suggest_all
+from mltune._secrets import scrub
 from mltune._selection import best_trial, dominates, values_of
 from mltune._trial_process import run_forked, stopping
 
@@ -134,7 +135,7 @@ class Objective:
                                                   best(record.values_so_far)})
             raise
         except Exception as e:
-            self.errors[trial.number] = f"{type(e).__name__}: {e}"
+            self.errors[trial.number] = scrub(f"{type(e).__name__}: {e}")
             self._stop_if_tracking_down(trial, e)
             if isinstance(e, ConfigError) and self.stop_error is None:
                 self.stop_error = e

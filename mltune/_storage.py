@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 
 from mltune._errors import ConfigError
-from mltune._urls import redact
+from mltune._secrets import check_userinfo, redact, remember
 
 __all__ = ["DEFAULT_STORAGE", "StaleCallback", "existing_directions", "load_study",
            "open_storage"]
@@ -30,6 +30,8 @@ def open_storage(url: str | None, *, heartbeat: tuple[int, int | None] | None = 
     database: a trial whose worker stopped beating is failed and ``on_stale`` is called.
     """
     url = url or DEFAULT_STORAGE
+    remember(url)
+    check_userinfo(url, "--storage")
     shown = redact(url)
     try:
         if "://" in url:

@@ -38,12 +38,12 @@ from mltune._report import trials_table, write_report
 from mltune._results import StudyResult
 from mltune._samplers import create_pruner, create_sampler
 from mltune._search_space import grid_size
+from mltune._secrets import redact, scrub_value
 from mltune._selection import best_trial as choose_best
 from mltune._selection import rule as selection_rule
 from mltune._session import Session, prepare
 from mltune._storage import DEFAULT_STORAGE, existing_directions, load_study, open_storage
 from mltune._trial_process import fork_blocker, stops_on_signals
-from mltune._urls import redact
 from mltune._usercode import UserCode
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def run_study(
         project_run_id=project_run_id())
     study.set_user_attr(Attr.STUDY_PARENT_RUN, parent_run_id)
     study.set_user_attr(Attr.STUDY_EXPERIMENT, tracker.ensure_experiment())
-    study.set_user_attr(Attr.STUDY_CONFIG, config.raw)
+    study.set_user_attr(Attr.STUDY_CONFIG, scrub_value(config.raw))
 
     n_trials = sc.n_trials
     if sc.sampler == "grid":

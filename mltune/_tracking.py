@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from mltune._errors import ConfigError, MltuneError
-from mltune._urls import redact
+from mltune._secrets import check_userinfo, redact, remember, scrub, scrub_files
 
 if TYPE_CHECKING:
     import keras
@@ -99,6 +99,10 @@ def _no_run_urls() -> Iterator[None]:
             os.environ[key] = before
 
 
+def _clean_tags(tags: dict[str, Any]) -> dict[str, str]:
+    return {k: scrub(str(v)) for k, v in tags.items()}
+
+
 def _now_ms() -> int:
     import time
 
@@ -110,6 +114,7 @@ class Tracker:
 
     def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
         self.uri = resolve_tracking_uri(tracking_uri)
+        remember(self.uri)
         self.experiment_name = experiment
         self.experiment_id: str | None = None
         self.client = MlflowClient(self.uri)
@@ -118,6 +123,7 @@ class Tracker:
     def check(self) -> None:
         """Raise :class:`ConfigError` if the tracking store cannot be used."""
         shown = redact(self.uri)
+        check_userinfo(self.uri, "--tracking-uri")
         if self.uri.startswith(("http://", "https://")):
             import requests
 
@@ -134,9 +140,27 @@ class Tracker:
         try:
             if self.experiment_name is not None:
                 self.client.get_experiment_by_name(self.experiment_name)
+            self._check_project_params()
         except MlflowException as e:
             raise ConfigError("--tracking-uri", f"cannot use {shown}: "
                               f"{redact(e.message.splitlines()[0])}") from None
+
+    def _check_project_params(self) -> None:
+        """Under ``mlflow run``, MLflow has logged every ``-P`` value as a parameter of the
+        project's run before mltune starts: one that holds a password is refused, with what
+        to do instead."""
+        run_id = project_run_id()
+        if not run_id:
+            return
+        params = self.client.get_run(run_id).data.params
+        for key, value in sorted(params.items()):
+            if scrub(value) != value:
+                raise ConfigError(f"-P {key}", (
+                    f"`mlflow run` logged this value, password and all, as a parameter of "
+                    f"run {run_id}: delete that run (mlflow runs delete --run-id {run_id}, "
+                    "then mlflow gc) and give a URL with a password by the environment "
+                    "instead (MLTUNE_STORAGE, MLFLOW_TRACKING_URI or PGPASSWORD), which "
+                    "MLflow does not log"))
 
     def unavailable(self, error: BaseException) -> bool:
         """Whether ``error`` says the tracking server cannot be reached (after retries)."""
@@ -197,14 +221,15 @@ class Tracker:
             self.set_tags(resume_run_id, tags)
             return resume_run_id
         run = self.client.create_run(self.ensure_experiment(), run_name=name,
-                                     tags=_context_tags() | tags)
+                                     tags=_clean_tags(_context_tags() | tags))
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
     def start_child(self, parent_run_id: str, *, name: str, tags: dict[str, str],
                     params: dict[str, Any]) -> str:
-        run = self.client.create_run(self.ensure_experiment(), run_name=name,
-                                     tags=_context_tags() | tags | {PARENT_RUN_ID: parent_run_id})
+        run = self.client.create_run(
+            self.ensure_experiment(), run_name=name,
+            tags=_clean_tags(_context_tags() | tags | {PARENT_RUN_ID: parent_run_id}))
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -217,12 +242,12 @@ class Tracker:
 
     # -- data -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        items = [Param(k, str(v)) for k, v in params.items()]
+        items = [Param(k, scrub(str(v))) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in _clean_tags(tags).items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         now = _now_ms()
@@ -233,10 +258,12 @@ class Tracker:
         """The error's one-line summary as a tag, the traceback as ``error.txt``."""
         summary = f"{type(error).__name__}: {error}"
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        self.set_tags(run_id, {"mltune.error": summary[:5000]})
-        self.client.log_text(run_id, text, "error.txt")
+        self.set_tags(run_id, {"mltune.error": scrub(summary)[:5000]})
+        self.client.log_text(run_id, scrub(text), "error.txt")
 
     def log_artifacts(self, run_id: str, folder: str | Path) -> None:
+        """The files under ``folder``, its text files scrubbed first (in place)."""
+        scrub_files(folder)
         self.client.log_artifacts(run_id, str(folder))
 
     def log_model(self, run_id: str, path: str, example: np.ndarray, *, outputs: Any,
@@ -345,7 +372,7 @@ class Tracker:
         with _global_uri(self.uri):
             version = self.client.create_model_version(
                 name, source=model_uri, run_id=run_id,
-                tags={k: str(v) for k, v in tags.items()}, description=description,
+                tags=_clean_tags(tags), description=scrub(description),
                 model_id=model_id)
         return str(version.version)
 

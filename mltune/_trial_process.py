@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from mltune._errors import Terminated, TrialError
+from mltune._secrets import scrub_console
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -222,6 +223,7 @@ def _child_main(work: Callable[[TrialLink], None], conn: Any, env: dict[str, str
     # Fresh console streams: the inherited ones' locks may have been held by another thread.
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    scrub_console()  # what the trial prints passes the study's redaction too
     os.environ.update(env)
     code = 0
     try:

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
+import mltune
 from mltune._cli import app
 from mltune._config import load_config
 
@@ -82,10 +83,11 @@ def test_custom_images_project_trains_on_an_image_folder(stores, tmp_path) -> No
     assert child.info.status == "FINISHED"
 
 
-def mlflow_run(args: list[str], tracking_uri: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def mlflow_run(args: list[str], tracking_uri: str, cwd: Path = REPO,
+               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **(extra_env or {})}
     proc = subprocess.run([sys.executable, "-m", "mlflow", "run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -225,3 +227,37 @@ def test_custom_model_best_model_loads_without_the_project(custom_model_run) -> 
     # models.py came with the model, not from the project folder
     shipped = Path(seen["models_file"])
     assert shipped.name == "models.py" and REPO / "projects" not in shipped.parents
+
+
+@pytest.mark.slow
+def test_mlflow_run_refuses_a_password_in_a_parameter_and_takes_it_from_the_environment(
+        stores, tmp_path) -> None:
+    # MLflow logs every -P value as a run parameter before mltune starts: refused, exit 2.
+    secret = "s3cret-Pa55"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": stores["tracking_uri"],
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlflow", "run", ".", "--env-manager", "local",
+         "--experiment-name", "pw", "-P", "n_trials=1",
+         "-P", f"storage=postgresql://postgres:{secret}@127.0.0.1:5432/test"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    error = next(line for line in proc.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith("error: -P storage: `mlflow run` logged this value, password and "
+                            "all, as a parameter of run "), proc.stderr
+    assert "MLTUNE_STORAGE" in error and secret not in error
+    client = MlflowClient(stores["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("pw").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"  # the project's run, no trial
+
+    # The URL from the environment instead: the study lands there, and no parameter holds it.
+    journal = tmp_path / "from-env.log"
+    mlflow_run([".", "--env-manager", "local", "--experiment-name", "env", "-P", "n_trials=1",
+                "-P", "study_name=from-env", "-P", "set=training.epochs=1"],
+               stores["tracking_uri"], extra_env={"MLTUNE_STORAGE": str(journal)})
+    parent, children = project_runs(stores["tracking_uri"], "env")
+    assert len(children) == 1 and parent.data.params["storage"] in ("", "''")
+    assert parent.data.tags["mltune.storage"] == str(journal)
+    assert [t.state.name for t in mltune.load_study("from-env", str(journal)).trials] == [
+        "COMPLETE"]
