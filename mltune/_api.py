@@ -39,6 +39,7 @@ _STUDY_KEYS = {
     "n_trials": "study.n_trials", "timeout": "study.timeout", "seed": "study.seed",
     "experiment": "study.experiment", "heartbeat_interval": "study.heartbeat_interval",
     "grace_period": "study.grace_period", "retry_failed": "study.retry_failed",
+    "max_consecutive_failures": "study.max_consecutive_failures",
     "trial_process": "study.trial_process",
     "validation_split": "data.validation_split", "test_split": "data.test_split",
     "max_samples": "data.max_samples", "num_classes": "data.num_classes",
@@ -76,6 +77,7 @@ def tune(
     heartbeat_interval: int | None = None,
     grace_period: int | None = None,
     retry_failed: int | None = None,
+    max_consecutive_failures: int | None = None,
     trial_process: str | None = None,
     validation_split: float | None = None,
     test_split: float | None = None,
@@ -130,9 +132,10 @@ def tune(
         model_params: Fixed values for the builder (the study file's ``model:`` section).
         study_name, metric, direction, objectives, sampler, sampler_options, pruner,
             pruner_options, selection_tolerance, n_trials, timeout, seed, experiment,
-            heartbeat_interval, grace_period, retry_failed, trial_process: the ``study:``
-            keys (README). ``trial_process="fork"`` (the default on Linux) trains each
-            trial in a process forked from this one; ``"none"`` in this process.
+            heartbeat_interval, grace_period, retry_failed, max_consecutive_failures,
+            trial_process: the ``study:`` keys (README). ``trial_process="fork"`` (the
+            default on Linux) trains each trial in a process forked from this one;
+            ``"none"`` in this process.
             ``metric`` may be any metric your compiled model reports (``val_auc``).
         validation_split, test_split, max_samples, num_classes, label_column, image_size,
             color_mode, data_seed: the ``data:`` keys (``data_seed`` is ``data.seed``).

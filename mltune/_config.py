@@ -378,7 +378,7 @@ def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
     r.only(["name", "metric", "direction", "objectives", "sampler", "sampler_options",
             "pruner", "pruner_options", "selection_tolerance", "n_trials", "timeout", "seed",
             "experiment", "heartbeat_interval", "grace_period", "retry_failed",
-            "trial_process"])
+            "max_consecutive_failures", "trial_process"])
     objectives = _parse_objectives(r, custom)
     if objectives is None:
         metric = _metric(r, "metric", "val_accuracy", METRICS, custom)
@@ -406,6 +406,7 @@ def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
         heartbeat_interval=r.integer("heartbeat_interval", 60, low=1),
         grace_period=r.integer("grace_period", low=1),
         retry_failed=r.integer("retry_failed", 0, low=0),
+        max_consecutive_failures=r.integer("max_consecutive_failures", 5, low=0),
         trial_process=r.string("trial_process", "fork", choices=TRIAL_PROCESSES),
     )
 

@@ -16,8 +16,13 @@ from mltune._names import Attr
 from mltune._search_space import SearchSpace, grid_of
 from mltune._storage import DEFAULT_STORAGE
 
-__all__ = ["LAUNCHED_ENV", "STORAGE_ENV", "counted", "enqueue_grid", "gpu_slots", "supervise",
-           "waiting", "worker_command"]
+# How long stopped workers get to fail their trials and close their runs before they are
+# killed: well inside Kubernetes' default terminationGracePeriodSeconds (30 s), leaving the
+# launcher time to fail a killed worker's trial and end the parent run.
+GRACE_S = 20.0
+
+__all__ = ["GRACE_S", "LAUNCHED_ENV", "STORAGE_ENV", "counted", "enqueue_grid", "gpu_slots",
+           "stop_workers", "supervise", "waiting", "worker_command"]
 
 STORAGE_ENV = "MLTUNE_STORAGE"
 LAUNCHED_ENV = "MLTUNE_LAUNCHED"  # set for workers whose launcher writes the study's summary
@@ -54,13 +59,18 @@ def worker_command(study_name: str, storage: str | None, tracking_uri: str,
 
 
 def supervise(command: list[str], envs: list[dict[str, str]], study: optuna.Study, *,
-              restart: bool, timeout: float | None) -> list[int]:
+              restart: bool, timeout: float | None, killed: list[int] | None = None
+              ) -> list[int]:
     """Run one worker process per environment until each ends; returns their exit codes.
 
     With ``restart``, a worker that ends well (it ran its ``--max-trials``) is replaced by a
     fresh process while the study wants more trials and ``timeout`` has not passed. A fresh
     process is how memory stays bounded: TensorFlow keeps each fitted model's traced graphs
     (about 10 MB) after ``clear_session``, see docs/benchmarks.md.
+
+    Interrupted (Ctrl-C, SIGTERM), the workers are told to stop (SIGTERM: each fails its
+    trial and closes its run) and given :data:`GRACE_S` seconds; one still there is killed
+    and its pid added to ``killed``, whose trials the caller fails.
     """
     start = time.monotonic()
     procs = {i: subprocess.Popen(command, env=env) for i, env in enumerate(envs)}
@@ -80,11 +90,25 @@ def supervise(command: list[str], envs: list[dict[str, str]], study: optuna.Stud
                 else:
                     codes[i] = code
     finally:
-        for proc in procs.values():  # interrupted: stop the workers, which close their runs
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait()
+        stop_workers(list(procs.values()), killed)
     return [codes[i] for i in sorted(codes)]
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]], killed: list[int] | None = None
+                 ) -> None:
+    """SIGTERM to each worker, then SIGKILL to those not gone within :data:`GRACE_S`."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + GRACE_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            if killed is not None:
+                killed.append(proc.pid)
 
 
 def enqueue_grid(study: optuna.Study, space: SearchSpace, limit: int | None = None) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from mltune._errors import ConfigError, NonFiniteLossError, TrialError
+from mltune._errors import ConfigError, MltuneError, NonFiniteLossError, TrialError
 from mltune._names import RUN_STATUS, Attr, Tag
 from mltune._optuna_compat import is_queued
 from mltune._search_space import suggest_all
@@ -79,15 +79,22 @@ class Objective:
         self.finished = 0  # trials this process ran to an end
         self.fatal: Exception | None = None  # stops the study: the tracking server is gone
         # Stops the study too, with MLflow fine: a setup error every trial would repeat (the
-        # model reports no such metric).
-        self.stop_error: ConfigError | None = None
+        # model reports no such metric), or study.max_consecutive_failures failed trials.
+        self.stop_error: MltuneError | None = None
+        self.failed_in_row = 0
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.config
         if self.queue_only and not is_queued(trial):
             trial.study.stop()
             raise optuna.TrialPruned("the grid is exhausted: no queued point left")
-        sampled = suggest_all(cfg.search_space, trial)
+        try:
+            sampled = suggest_all(cfg.search_space, trial)
+        except Exception as e:  # every trial would fail the same way: stop at once
+            self._stop(trial, ConfigError("search_space", f"Optuna cannot draw the "
+                                          f"parameters: {type(e).__name__}: {e}",
+                                          source=cfg.source))
+            raise
         settings = cfg.params_for(sampled)
         slot = self.slots.get()
         try:
@@ -137,9 +144,8 @@ class Objective:
         except Exception as e:
             self.errors[trial.number] = scrub(f"{type(e).__name__}: {e}")
             self._stop_if_tracking_down(trial, e)
-            if isinstance(e, ConfigError) and self.stop_error is None:
-                self.stop_error = e
-                trial.study.stop()
+            if isinstance(e, ConfigError):
+                self._stop(trial, e)
             if stopping.is_set():  # Ctrl-C or SIGTERM stopped its process: not its fault
                 self.errors[trial.number] = "interrupted"
             elif self.fatal is None:
@@ -175,6 +181,30 @@ class Objective:
                 values.append(float(outcome["history"][o.metric][outcome["best_epoch"]]))
         return values
 
+    def _stop(self, trial: optuna.Trial | optuna.trial.FrozenTrial, error: MltuneError,
+              study: optuna.Study | None = None) -> None:
+        """End the study after the trials under way: ``error`` is what the user is told."""
+        if self.stop_error is None:
+            self.stop_error = error
+            (study or trial.study).stop()  # type: ignore[union-attr]
+
+    def _count_failure(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """``study.max_consecutive_failures`` failed trials in a row (in this process) stop
+        the study: a broken setup should not burn the whole budget."""
+        limit = self.config.study.max_consecutive_failures
+        if trial.state != optuna.trial.TrialState.FAIL:
+            self.failed_in_row = 0
+            return
+        if self.errors.get(trial.number) == "interrupted":
+            return
+        self.failed_in_row += 1
+        if limit and self.failed_in_row >= limit:
+            last = self.errors.get(trial.number, "unknown error")
+            self._stop(trial, MltuneError(
+                f"study {self.config.study.name}: {self.failed_in_row} trials in a row failed, "
+                f"the last with {last}; the study stops (study.max_consecutive_failures: "
+                f"{limit}, 0 never stops)"), study)
+
     def _stop_if_tracking_down(self, trial: optuna.Trial, error: Exception) -> None:
         """MLflow retries a request for a while (MLFLOW_HTTP_REQUEST_MAX_RETRIES), so a brief
         outage costs nothing. Past that, the server is down: stop this worker rather than
@@ -202,6 +232,7 @@ class Objective:
         state = trial.state.name
         self.open_runs.pop(trial.number, None)
         self.finished += 1
+        self._count_failure(study, trial)
         if self.fatal is not None:  # nothing can reach MLflow; the next start closes the run
             self.progress.trial_finished(trial.number, state, None, str(self.fatal), None)
             return

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import optuna
@@ -17,7 +18,8 @@ from mltune._storage import StaleCallback
 if TYPE_CHECKING:
     from mltune._tracking import Tracker
 
-__all__ = ["close_orphans", "recover_lost_trials", "stale_trial_handler"]
+__all__ = ["close_orphans", "fail_trials_of_killed", "recover_lost_trials",
+           "stale_trial_handler"]
 
 
 def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
@@ -62,10 +64,23 @@ def _fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:
         optuna.storages.fail_stale_trials(study)
     if is_database(study):
         return
+    _fail_trials_of(study, on_stale, lambda pid: not _alive(pid))
+
+
+def fail_trials_of_killed(study: optuna.Study, tracker: Tracker, pids: list[int],
+                          retry: int) -> None:
+    """The trials of workers this process killed (they outlived the grace period) fail now,
+    their runs with them, whatever the storage (a database's heartbeat would take minutes)."""
+    _fail_trials_of(study, stale_trial_handler(tracker, retry), lambda pid: pid in pids)
+
+
+def _fail_trials_of(study: optuna.Study, on_stale: StaleCallback,
+                    lost: Callable[[int], bool]) -> None:
+    """Fail the RUNNING trials run on this host by a process for which ``lost(pid)``."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker_host, _, pid = str(trial.user_attrs.get(Attr.WORKER, "")).rpartition(":")
-        if worker_host != host or not pid.isdigit() or _alive(int(pid)):
+        if worker_host != host or not pid.isdigit() or not lost(int(pid)):
             continue
         failed = fail_trial(study, trial)
         if failed is not None:

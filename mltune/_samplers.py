@@ -3,21 +3,26 @@ study."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mltune._errors import ConfigError
-from mltune._search_space import SearchSpace, grid_of
+from mltune._search_space import SearchSpace, grid_of, suggest_all
 
 if TYPE_CHECKING:
     import optuna
 
     from mltune._types import StudyConfig
 
-__all__ = ["check_pruner", "check_sampler", "create_pruner", "create_sampler"]
+__all__ = ["check_pruner", "check_sampler", "create_pruner", "create_sampler", "distributions"]
+
+# A sampler given options is tried on a throwaway study first: its start-up trials and a few
+# more, so that an option it only reads when it samples (TPE's gamma) fails here, not later.
+_DRY_RUN_MAX = 40
 
 # Packages a sampler needs beyond Optuna, and the extra that installs them.
 _NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -81,6 +86,56 @@ def check_sampler(study: StudyConfig, space: SearchSpace, *, source: str) -> Non
                           f"{name!r}; only grid search ends by itself", source=source)
     _check_options("sampler", name, _sampler_class(name), study.sampler_options,
                    lambda: create_sampler(study, space), source, skip=("search_space", "seed"))
+    if study.sampler_options:
+        _dry_run(study, space, source)
+
+
+def distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
+    """The Optuna distribution of each parameter of ``space``, as its trials will store it."""
+    import optuna
+
+    with _quiet_optuna():
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    suggest_all(space, trial)
+    return dict(trial.distributions)
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """No "A new study created in memory" lines for the throwaway studies of the checks."""
+    import warnings
+
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        optuna.logging.set_verbosity(before)
+
+
+def _dry_run(study: StudyConfig, space: SearchSpace, source: str) -> None:
+    """Sample with the configured sampler on an in-memory study, past its start-up trials."""
+    import optuna
+
+    startup = study.sampler_options.get("n_startup_trials", 10)
+    n = min(_DRY_RUN_MAX, (startup if isinstance(startup, int) else 0) + 3)
+    with _quiet_optuna():
+        try:
+            sampler = create_sampler(study, space)
+            trial_study = optuna.create_study(sampler=sampler, directions=study.directions)  # type: ignore[arg-type]
+            for i in range(n):
+                trial = trial_study.ask()
+                suggest_all(space, trial)
+                values = [float(i % 7)] * len(study.directions)
+                trial_study.tell(trial, values if len(values) > 1 else values[0])
+        except Exception as e:
+            raise ConfigError("study.sampler_options", f"sampler {study.sampler!r} fails "
+                              f"with them when it samples: {type(e).__name__}: {e}",
+                              source=source) from None
 
 
 def _check_options(kind: str, name: str, cls: Any, options: dict[str, Any],
@@ -96,7 +151,8 @@ def _check_options(kind: str, name: str, cls: Any, options: dict[str, Any],
             raise ConfigError(f"study.{kind}_options.{key}", f"is not an option of {kind} "
                               f"{name!r}; {known}", source=source)
     try:
-        create()
+        with _quiet_optuna():  # its warnings come once, when the study is made
+            create()
     except (TypeError, ValueError) as e:
         raise ConfigError(f"study.{kind}_options", f"{kind} {name!r} rejects them: {e}",
                           source=source) from None

@@ -33,10 +33,15 @@ from mltune._names import Attr, Tag
 from mltune._objective import Objective
 from mltune._optuna_compat import unvisited_grid_points
 from mltune._progress import PlainProgress
-from mltune._recovery import close_orphans, recover_lost_trials, stale_trial_handler
+from mltune._recovery import (
+    close_orphans,
+    fail_trials_of_killed,
+    recover_lost_trials,
+    stale_trial_handler,
+)
 from mltune._report import trials_table, write_report
 from mltune._results import StudyResult
-from mltune._samplers import create_pruner, create_sampler
+from mltune._samplers import create_pruner, create_sampler, distributions
 from mltune._search_space import grid_size
 from mltune._secrets import redact, scrub_value
 from mltune._selection import best_trial as choose_best
@@ -241,12 +246,45 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
         # maps trial numbers onto a seed-shuffled grid, so a new seed would revisit points.
         study.sampler = create_sampler(dataclasses.replace(sc, seed=seed + len(study.trials)),
                                        config.search_space)
+    _check_resumed_space(study, config)
     if create and sc.multi_objective:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in sc.objectives])
     recover_lost_trials(study, tracker, on_stale)
     return study
+
+
+def _check_resumed_space(study: optuna.Study, config: Config) -> None:
+    """A resumed study's search space must be one Optuna can go on with: the same type for
+    each parameter, and the same choices for a categorical one (Optuna refuses "dynamic value
+    space" at every later trial). Checked before any trial or run is made."""
+    from optuna.distributions import check_distribution_compatibility
+
+    stored = {}
+    for t in study.get_trials(deepcopy=False):
+        stored.update(t.distributions)
+    if not stored:
+        return
+    new = distributions(config.search_space)
+    for name, dist in new.items():
+        if name not in stored:
+            continue
+        try:
+            check_distribution_compatibility(stored[name], dist)
+        except ValueError:
+            raise ConfigError(f"search_space.{name}", (
+                f"study {config.study.name!r} already has trials with {_shown(stored[name])}, "
+                f"and Optuna cannot go on with {_shown(dist)} in the same study: keep the "
+                "earlier definition, or start a new study (--study-name NEW)"),
+                source=config.source) from None
+
+
+def _shown(dist: optuna.distributions.BaseDistribution) -> str:
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return f"choices {list(dist.choices)}"
+    kind = "int" if isinstance(dist, optuna.distributions.IntDistribution) else "float"
+    return f"a {kind} range"
 
 
 def _trial_tags(sc: StudyConfig) -> dict[str, str]:
@@ -304,13 +342,17 @@ def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_r
                         if trials_per_process else ""))
     status = "FINISHED"
     codes: list[int] = []
+    killed: list[int] = []  # workers that outlived the grace period after a stop
     try:
         codes = supervise(command, [{**env, **slot} for slot in slots], study,
-                          restart=bool(trials_per_process), timeout=config.study.timeout)
+                          restart=bool(trials_per_process), timeout=config.study.timeout,
+                          killed=killed)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        if killed:
+            fail_trials_of_killed(study, tracker, killed, config.study.retry_failed)
         if status == "FINISHED" and any(codes):
             status = "FAILED"
         result = _finish_parent(study, tracker, parent_run_id, config, status)

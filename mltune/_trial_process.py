@@ -63,6 +63,8 @@ def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
             return function(*args, **kwargs)
 
         def stop(signum: int, frame: Any) -> None:
+            if stopping.is_set():  # stopping already: let the clean-up finish (it is bounded)
+                return
             stopping.set()
             for child in list(_live):
                 with contextlib.suppress(Exception):

@@ -40,6 +40,7 @@ class StudyConfig:
     heartbeat_interval: int = 60
     grace_period: int | None = None
     retry_failed: int = 0
+    max_consecutive_failures: int = 5  # failed trials in a row that stop the study; 0: never
     trial_process: str = "fork"  # fork | spawn | none (mltune._trial_process)
 
     @property

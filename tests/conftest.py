@@ -24,6 +24,46 @@ SERVER_START_S = 90
 QUIET_ENV = {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
+# Test tiers that need a component besides Python packages. Without it a laptop skips the tier
+# with a message naming what is missing; CI (CI=true, .ci/run provides both) fails instead.
+def _postgres_missing() -> str | None:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        return "no PostgreSQL on 127.0.0.1:5432 (start one with trust auth for loopback)"
+    return None
+
+
+def _browser_missing() -> str | None:
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("playwright") is None:
+        return "no playwright package (pip install -e '.[test]')"
+    if not (os.environ.get("CHROMIUM") or shutil.which("chromium")
+            or shutil.which("chromium-browser")):
+        return "no Chromium (apt-get install chromium, or set CHROMIUM to its binary)"
+    return None
+
+
+_TIERS = {"postgres": _postgres_missing, "browser": _browser_missing}
+_missing: dict[str, str | None] = {}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for tier, probe in _TIERS.items():
+        if item.get_closest_marker(tier) is None:
+            continue
+        if tier not in _missing:
+            _missing[tier] = probe()
+        why = _missing[tier]
+        if why is None:
+            continue
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"the {tier} tier must run on CI: {why}")
+        pytest.skip(f"{tier} tier: {why}")
+
+
 def tiny_study(**sections: Any) -> dict[str, Any]:
     """A study on 240 of the 8x8 digits, 1 epoch, small models: a trial takes about 1 s.
 

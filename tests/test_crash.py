@@ -27,7 +27,8 @@ def mltune(*args: str, cwd) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+@pytest.mark.parametrize("backend", ["journal",
+                                     pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_sigkill_mid_trial_then_resume(backend, write_study, stores, tmp_path) -> None:
     name = f"crash-{backend}-{uuid.uuid4().hex[:6]}"
     storage = stores["storage"] if backend == "journal" else POSTGRES

@@ -24,6 +24,7 @@ POSTGRES = f"postgresql://postgres:{SECRET}@127.0.0.1:5432/test"
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_passwords_in_urls_never_leak(mlflow_server, write_study, tmp_path) -> None:
     name = f"leak-{uuid.uuid4().hex[:8]}"
     tracking = mlflow_server.replace("http://", f"http://mltune:{SECRET}@")

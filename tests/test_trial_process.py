@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -41,6 +42,9 @@ def build(params, *, input_shape, num_classes):
     if mode == "exit":
         os._exit(3)
     if mode == "sleep":
+        time.sleep(600)
+    if mode == "deaf":  # a worker that ignores SIGTERM (stuck in native code, say)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         time.sleep(600)
     if mode == "unpicklable":
         class Odd(Exception):
@@ -191,6 +195,38 @@ def test_a_signal_stops_the_trial_process_and_closes_everything(
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
     # Interrupted, not failed by itself: not counted as the trial's own failure.
     assert "mltune_error" not in study.trials[0].user_attrs
+
+
+@pytest.mark.slow
+def test_a_stopped_launcher_kills_a_worker_that_outlives_the_grace_period(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    # Spawned workers train in their own process; this one ignores the launcher's SIGTERM.
+    path = _study(tmp_path, "deaf", ["deaf"])
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], "--trials-per-process", "1", cwd=tmp_path,
+                new_session=True)
+    try:
+        worker = _first_child(tmp_path)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # as Kubernetes stops a pod
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, out + err
+    # Within Kubernetes' 30 s before its SIGKILL: the grace period (20 s) and the clean-up.
+    assert took < 30, f"{took:.1f} s"
+    assert _gone(worker, within=1)
+    runs = _runs(stores["tracking_uri"], "deaf")
+    assert {n: r.info.status for n, r in runs.items()} == {"deaf": "KILLED",
+                                                            "trial-000": "FAILED"}
+    assert runs["trial-000"].data.tags["mltune.error"] == (
+        f"worker {socket.gethostname()}:{worker} stopped during the trial")
+    # A grid point lost with its worker goes back into the queue: the next start runs it.
+    trials = load_study("deaf", stores["storage"]).trials
+    assert [(t.state.name, t.params) for t in trials] == [("FAIL", {"mode": "deaf"}),
+                                                          ("WAITING", {})]
 
 
 def test_a_killed_study_process_takes_its_trial_process_with_it(

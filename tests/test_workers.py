@@ -101,6 +101,7 @@ def postgres_mlflow(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.postgres
 def test_kill_a_postgres_worker_then_join_again(write_study, postgres_mlflow, tmp_path) -> None:
     """The study's process dies with two trials running (a lost node): its trials' processes
     die with it; a worker that joins later fails the two lost trials (stale heartbeats),
