@@ -10,13 +10,14 @@ import copy
 import math
 import os
 import re
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mltune._errors import ConfigError
-from mltune._search_space import Categorical, Float, Int, Param, SearchSpace
+from mltune._search_space import Categorical, Float, Int, Param, SearchSpace, grid_size
 from mltune._settings import SETTINGS, default_settings
 from mltune._types import Config, DataConfig, ObjectiveSpec, StudyConfig
 
@@ -43,6 +44,15 @@ OBJECTIVE_METRICS = (*METRICS, "params", "latency_ms")
 SAMPLERS = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 TRIAL_PROCESSES = ("fork", "spawn", "none")  # mltune._trial_process.MODES
+# study.seed seeds the sampler, and trial n with seed + n (NumPy's seeds, under Keras' too,
+# end at 2**32 - 1); half the range is left for trial numbers (and the process ids that
+# parallel workers add to the sampler's seed), so no trial ever runs out of seeds.
+MAX_SEED = 2**31 - 1
+# The most classes a study can have: class names are made for each, and the model's last layer
+# has a unit for each.
+MAX_CLASSES = 100_000
+# The most points a grid search may have; GridSampler and a queued grid list them all.
+MAX_GRID_POINTS = 1_000_000
 SECTIONS = ("study", "data", "training", "model", "search_space")
 
 
@@ -58,8 +68,13 @@ def read_study_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError("study file", f"no such file: {source}") from None
     except OSError as e:
         raise ConfigError("study file", f"cannot read {source}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise ConfigError("study file", f"must be UTF-8 text, but byte 0x{e.object[e.start]:02x} "
+                          f"on line {line} is not UTF-8 (save the file as UTF-8)",
+                          source=source) from None
     try:
-        raw = _yaml(text)
+        raw = _yaml(text, source=source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -133,7 +148,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         if not sep or not key:
             raise ConfigError("--set", f"must look like key.path=value, but got {item!r}")
         try:
-            value = _yaml(text) if text.strip() else None
+            value = _yaml(text, prefix=key, source="--set") if text.strip() else None
         except yaml.YAMLError:
             value = text
         raw = set_key(raw, key, value)
@@ -168,8 +183,80 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+# How many values YAML aliases (*name) may add to a document once expanded. A study file
+# needs a handful; "billion laughs" (nested aliases, each repeating the one before) adds
+# 10^9 from a few lines, and anything that walks the result (validation, logging the
+# config) would run out of memory.
+MAX_ALIAS_VALUES = 10_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _yaml(text: str, *, prefix: str = "", source: str | None = None) -> Any:
+    """The YAML document ``text``; a key given twice in one mapping, aliases that expand
+    to more than :data:`MAX_ALIAS_VALUES` values or that contain themselves are a
+    :class:`ConfigError` naming the key path (under ``prefix``) and ``source``."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(loader, node, prefix, source)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(prefix or "study file", "lists and mappings may nest a few hundred "
+                          "levels deep, but this YAML nests deeper", source=source) from None
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(loader: _Loader, root: yaml.Node, prefix: str, source: str | None) -> None:
+    """Refuse repeated keys and alias bombs in the composed (not yet constructed) document,
+    where an alias is the very node it names, so nothing is expanded to count it."""
+    sizes: dict[int, int] = {}  # values under a node, aliases expanded
+    open_nodes: set[int] = set()
+    added = 0  # values added by aliases
+
+    def key_path(path: str, key: Any) -> str:
+        return f"{path}.{key}" if path else str(key)
+
+    def walk(node: yaml.Node, path: str) -> int:
+        nonlocal added
+        ident = id(node)
+        if ident in open_nodes:
+            raise ConfigError(path or "study file", "a YAML alias must not refer to a node "
+                              "that contains it, but this one does", source=source)
+        if ident in sizes:  # a second use of an anchored node: an alias
+            added += sizes[ident]
+            if added > MAX_ALIAS_VALUES:
+                raise ConfigError(path or "study file", "YAML aliases (*name) may add at "
+                                  f"most {MAX_ALIAS_VALUES} values to a document, but they "
+                                  f"add more (the limit was passed here)", source=source)
+            return sizes[ident]
+        open_nodes.add(ident)
+        size = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                child = path
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE_TAG:
+                    key = loader.construct_object(key_node)
+                    child = key_path(path, key)
+                    first = seen.get(key)
+                    if first is not None:
+                        raise ConfigError(child, "a key must appear once in its mapping, but "
+                                          f"it is given on line {first.start_mark.line + 1} "
+                                          f"and again on line {key_node.start_mark.line + 1}",
+                                          source=source)
+                    seen[key] = key_node
+                size += walk(key_node, path) + walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                size += walk(item, f"{path}[{i}]")
+        open_nodes.discard(ident)
+        sizes[ident] = size
+        return size
+
+    walk(root, prefix)
 
 
 class _Reader:
@@ -209,14 +296,16 @@ class _Reader:
             raise self.error(key, f"must be one of {', '.join(choices)}, but got {value!r}")
         return value
 
-    def integer(self, key: str, default: int | None = None, low: int | None = None) -> Any:
+    def integer(self, key: str, default: int | None = None, low: int | None = None,
+                high: int | None = None, why: str = "") -> Any:
         value = self.raw.get(key, default)
         if value is None:
             return None
-        if not isinstance(value, int) or isinstance(value, bool) or (low is not None
-                                                                     and value < low):
-            bound = f" >= {low}" if low is not None else ""
-            raise self.error(key, f"must be an integer{bound}, but got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or (
+                low is not None and value < low) or (high is not None and value > high):
+            bound = (f" in {low}..{high}" if low is not None and high is not None else
+                     f" >= {low}" if low is not None else "")
+            raise self.error(key, f"must be an integer{bound}{why}, but got {value!r}")
         return value
 
     def number(self, key: str, default: float | None = None, low: float | None = None,
@@ -288,10 +377,17 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
 
     if for_study and study.sampler == "grid":
         for name, param in space.items():
-            if param.grid() is None:
+            if param.size() is None:
                 raise space_reader.error(name, "grid search needs a finite set of values, but "
                                          "this float has no step; give step or use "
                                          "type: categorical")
+        points = grid_size(space)
+        if points > MAX_GRID_POINTS:
+            counts = " x ".join(f"{name} {param.size()}" for name, param in space.items())
+            raise ConfigError("search_space", f"a grid search may have at most "
+                              f"{MAX_GRID_POINTS} points, but this one has {points} "
+                              f"({counts}); use fewer values or another sampler",
+                              source=source)
     from mltune._samplers import check_pruner, check_sampler
 
     notes: list[str] = []
@@ -401,7 +497,8 @@ def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
         selection_tolerance=r.number("selection_tolerance", 0.002, low=0.0, high=None),
         n_trials=r.integer("n_trials", low=1),
         timeout=r.number("timeout", low=0.0, high=None, exclusive=True),
-        seed=r.integer("seed"),
+        seed=r.integer("seed", low=0, high=MAX_SEED,
+                       why=" (trial n is seeded with seed + n, which must stay below 2**32)"),
         experiment=r.string("experiment"),
         heartbeat_interval=r.integer("heartbeat_interval", 60, low=1),
         grace_period=r.integer("grace_period", low=1),
@@ -432,11 +529,11 @@ def _parse_data(r: _Reader, *, data_given: bool = False) -> DataConfig:
         validation_split=r.number("validation_split", 0.1, 0.0, 1.0, exclusive=True),
         test_split=r.number("test_split", 0.2, 0.0, 1.0, exclusive=True),
         max_samples=r.integer("max_samples", low=1),
-        num_classes=r.integer("num_classes", low=2),
+        num_classes=r.integer("num_classes", low=2, high=MAX_CLASSES),
         label_column=r.string("label_column", "label"),
         image_size=tuple(size) if size else None,
         color_mode=r.string("color_mode", None, choices=("grayscale", "rgb")),
-        seed=r.integer("seed"),
+        seed=r.integer("seed", low=0),
     )
 
 
@@ -473,8 +570,11 @@ def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
             raise r.error("choices", f"must be a non-empty list, but got {choices!r}")
         for i, choice in enumerate(choices):
             check(f"choices[{i}]", choice)
-        if len(set(map(repr, choices))) != len(choices):
-            raise r.error("choices", f"must not repeat a value, but got {choices!r}")
+        twins = _repeated_choice(choices)
+        if twins is not None:
+            raise r.error("choices", f"must not repeat a value, but got {choices!r}: Optuna "
+                          f"takes {twins[0]!r} and {twins[1]!r} for the same choice (it "
+                          "compares them with ==)")
         return Categorical(name, tuple(choices))
 
     if setting is not None and (setting.kind not in ("int", "float") or (
@@ -501,6 +601,42 @@ def _parse_param(name: str, spec: Any, parent: _Reader) -> Param:
         raise r.error("low", f"low > 0 must hold when log is true, but got low={low!r}")
     if log and step is not None and (kind == "float" or step != 1):
         raise r.error("step", "step cannot be combined with log: true")
+    if step is not None:
+        _check_step(r, low, high, step)
     if kind == "int":
         return Int(name, low, high, log=log, step=step)
     return Float(name, low, high, log=log, step=step)
+
+
+# More values than a float can tell apart (it holds about 16 significant digits); Optuna's
+# decimal arithmetic on the step fails too, beyond 28 digits.
+_MAX_STEPS = 10**15
+
+
+def _check_step(r: _Reader, low: float, high: float, step: float) -> None:
+    """``step`` must divide ``high - low``; Optuna would only warn and move ``high``."""
+    # Exact decimal arithmetic on the values as written, as Optuna does (0.1 is 0.1 here).
+    span, unit = Fraction(str(high)) - Fraction(str(low)), Fraction(str(step))
+    steps = span // unit
+    if span % unit:
+        fitted = Fraction(str(low)) + steps * unit
+        shown = int(fitted) if isinstance(step, int) else float(fitted)
+        raise r.error("step", "(high - low) must be a multiple of step, but got "
+                      f"(low={low!r}, high={high!r}, step={step!r}); set high to {shown!r} "
+                      "or choose another step")
+    if isinstance(step, float) and steps > _MAX_STEPS:
+        raise r.error("step", f"must split low..high into at most {_MAX_STEPS} steps, but "
+                      f"got {float(steps):.3g} steps of {step!r}; leave step out to search every "
+                      "value")
+
+
+def _repeated_choice(choices: list[Any]) -> tuple[Any, Any] | None:
+    """The first two choices Optuna cannot tell apart (``==``, or both NaN), if any."""
+    nan = object()
+    seen: dict[Any, Any] = {}
+    for choice in choices:
+        key = nan if isinstance(choice, float) and math.isnan(choice) else choice
+        if key in seen:
+            return seen[key], choice
+        seen[key] = choice
+    return None

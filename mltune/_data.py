@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from mltune._config import BUILTIN_DATASETS
+from mltune._config import BUILTIN_DATASETS, MAX_CLASSES
 from mltune._errors import DataError
 from mltune._types import DataConfig
 
@@ -22,6 +22,8 @@ __all__ = ["Dataset", "from_python", "load_data"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+# Without data.num_classes, labels 0..K-1 must use at least 1 in _SPARSE of those numbers.
+_SPARSE = 4
 
 
 @dataclass(frozen=True)
@@ -143,8 +145,8 @@ def from_python(data: Any, validation_data: Any = None, test_data: Any = None, *
             raise DataError(f"{where}: x_{split} has samples of shape {arrays[0].shape[1:]}, "
                             f"but x_train {x.shape[1:]}")
     one_hot = y.ndim == 2
-    num_classes = cfg.num_classes or (y.shape[1] if one_hot else max(
-        int(max(y.max(), val[1].max(), test[1].max() if test else 0)) + 1, 2))
+    num_classes = (cfg.num_classes or y.shape[1]) if one_hot else _num_classes(
+        cfg, where, y, val[1], *(() if test is None else (test[1],)))
     return Dataset(
         name="arrays", input_shape=tuple(int(d) for d in x.shape[1:]),
         num_classes=num_classes, pixel_max=_pixel_max(x),
@@ -176,8 +178,7 @@ def _user_arrays(x: Any, y: Any, where: str, split: str, images: bool
     if x.ndim < 2 or len(x) == 0:
         raise DataError(f"{where}: x_{split} must be an array of samples (N, ...), but got "
                         f"shape {x.shape}")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DataError(f"{where}: x_{split} must hold numbers, but got dtype {x.dtype}")
+    _check_dtype(x, where, split)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim not in (1, 2) or len(y) != len(x):
@@ -188,10 +189,57 @@ def _user_arrays(x: Any, y: Any, where: str, split: str, images: bool
                 np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0)):
             raise DataError(f"{where}: y_{split} must hold integer class labels, but got "
                             f"dtype {y.dtype}")
-        if y.min() < 0:
-            raise DataError(f"{where}: labels must be >= 0, but y_{split} holds {int(y.min())}")
+        _check_label_range(y, where, split)
         y = y.astype(np.int64)
     return x, y
+
+
+def _check_dtype(x: np.ndarray, where: str, split: str) -> None:
+    if np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{where}: x_{split} must hold real numbers, but got dtype {x.dtype}")
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        raise DataError(f"{where}: x_{split} must hold numbers, but got dtype {x.dtype}")
+
+
+def _check_label_range(y: np.ndarray, where: str, split: str) -> None:
+    if y.min() < 0:
+        raise DataError(f"{where}: labels must be >= 0, but y_{split} holds {int(y.min())}")
+    if y.max() >= MAX_CLASSES:  # checked before the labels become int64, which 1e300 overflows
+        raise DataError(f"{where}: labels must be class numbers below {MAX_CLASSES}, but "
+                        f"y_{split} holds {y.max()}")
+
+
+def _num_classes(cfg: DataConfig, where: str, *labels: np.ndarray) -> int:
+    """The class count of index labels (those of every split): ``data.num_classes``, else
+    the largest label + 1, refused when the labels are far sparser than that (one stray
+    label of 10**9 would make a model, and class names, for 10**9 classes)."""
+    distinct = np.unique(np.concatenate([np.ravel(y) for y in labels]))
+    return _class_count(cfg, where, distinct)
+
+
+def _class_count(cfg: DataConfig, where: str, distinct: np.ndarray) -> int:
+    """``distinct``: the sorted labels found."""
+    if len(distinct) < 2:
+        found = f"every label is {int(distinct[0])}" if len(distinct) else "there are none"
+        raise DataError(f"{where}: labels must name at least 2 classes, but {found}")
+    top = int(distinct[-1])
+    if cfg.num_classes is not None:
+        if top >= cfg.num_classes:
+            raise DataError(f"{where}: labels must be in 0..{cfg.num_classes - 1} "
+                            f"(data.num_classes={cfg.num_classes}), but found label {top}")
+        return cfg.num_classes
+    if top >= MAX_CLASSES:
+        raise DataError(f"{where}: labels must be class numbers below {MAX_CLASSES}, but found "
+                        f"label {top}")
+    if top + 1 > _SPARSE * len(distinct):
+        shown = ", ".join(map(str, distinct[:5].tolist())) + (", ..." if len(distinct) > 5
+                                                               else "")
+        raise DataError(f"{where}: labels must number the classes 0..K-1, with at least 1 "
+                        f"in {_SPARSE} of those numbers used, but {len(distinct)} distinct "
+                        f"labels ({shown}) go up to {top}; renumber them 0.."
+                        f"{len(distinct) - 1}, or set data.num_classes to the number of "
+                        "classes")
+    return top + 1
 
 
 def _first_batch(stream: Any) -> tuple[Any, Any]:
@@ -225,7 +273,8 @@ def _streams(train: Any, validation_data: Any, test_data: Any, cfg: DataConfig, 
         raise DataError(f"{where}: the stream must be batched (x of shape (batch, ...)), but "
                         f"its first x has shape {x0.shape}; call .batch(n) on it")
     one_hot = y0.ndim == 2 and y0.shape[1] > 1
-    num_classes = cfg.num_classes or (int(y0.shape[1]) if one_hot else _count_classes(train))
+    num_classes = cfg.num_classes or (int(y0.shape[1]) if one_hot else _count_classes(
+        train, cfg, where))
     return Dataset(
         name=type(train).__name__, input_shape=tuple(int(d) for d in x0.shape[1:]),
         num_classes=num_classes, pixel_max=_pixel_max(x0),
@@ -234,15 +283,15 @@ def _streams(train: Any, validation_data: Any, test_data: Any, cfg: DataConfig, 
         test_stream=test_stream, one_hot=one_hot)
 
 
-def _count_classes(stream: Any) -> int:
+def _count_classes(stream: Any, cfg: DataConfig, where: str) -> int:
     """The class count of a stream of index labels: one pass over its labels (pass
     ``num_classes`` to skip it)."""
-    top = 0
+    distinct = np.zeros(0, np.int64)
     batches = (stream[i] for i in range(len(stream))) if not hasattr(
         stream, "element_spec") else iter(stream)
     for batch in batches:
-        top = max(top, int(np.max(np.asarray(batch[1]))))
-    return max(top + 1, 2)
+        distinct = np.union1d(distinct, np.asarray(batch[1]).astype(np.int64))
+    return _class_count(cfg, where, distinct)
 
 
 def _pixel_max(x: np.ndarray) -> float:
@@ -283,11 +332,7 @@ def _load(cfg: DataConfig, seed: int | None) -> Dataset:
         raise DataError(f"{where}: test images have shape {x_test.shape[1:]}, but training "
                         f"images {x.shape[1:]}")
     val, train = _validation_split(len(x), cfg, rng, where)
-    seen = int(max(y.max(), y_test.max())) + 1
-    num_classes = cfg.num_classes or max(seen, 2)
-    if seen > num_classes:
-        raise DataError(f"{where}: labels must be in 0..{num_classes - 1} "
-                        f"(data.num_classes={num_classes}), but found label {seen - 1}")
+    num_classes = _num_classes(cfg, where, y, y_test)
     return Dataset(
         name=source if source in BUILTIN_DATASETS else Path(source).name,
         input_shape=tuple(int(d) for d in x.shape[1:]),
@@ -312,8 +357,7 @@ def _check(x: Any, y: Any, where: str, split: str) -> tuple[np.ndarray, np.ndarr
                         f"(N, height, width, 1|3|4), but got {x.shape}")
     if len(x) == 0:
         raise DataError(f"{where}: x_{split} is empty")
-    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DataError(f"{where}: x_{split} must hold numbers, but got dtype {x.dtype}")
+    _check_dtype(x, where, split)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != len(x):
@@ -323,8 +367,7 @@ def _check(x: Any, y: Any, where: str, split: str) -> tuple[np.ndarray, np.ndarr
         if not np.issubdtype(y.dtype, np.floating) or not np.all(np.mod(y, 1) == 0):
             raise DataError(f"{where}: y_{split} must hold integer class labels, but got "
                             f"dtype {y.dtype}")
-    if y.min() < 0:
-        raise DataError(f"{where}: labels must be >= 0, but y_{split} holds {int(y.min())}")
+    _check_label_range(y, where, split)
     if not np.all(np.isfinite(x)):
         raise DataError(f"{where}: x_{split} holds NaN or infinite values")
     return x, y.astype(np.int64)
@@ -377,6 +420,11 @@ def _image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[Any, Any], tuple[s
     if not files:
         raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its "
                         "class sub-folders")
+    used = {label for _, label in files}
+    empty = [c for label, c in enumerate(classes) if label not in used]
+    if empty:
+        raise DataError(f"{empty[0]}: a class sub-folder must hold at least one image "
+                        f"({', '.join(IMAGE_SUFFIXES)}), but has none")
     mode = {"grayscale": "L", "rgb": "RGB"}.get(cfg.color_mode or "")
     images, labels = [], []
     size = (cfg.image_size[1], cfg.image_size[0]) if cfg.image_size else None

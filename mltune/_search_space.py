@@ -2,13 +2,13 @@
 
 Each parameter type is small and says what it does: :meth:`suggest` asks an Optuna trial
 for a value, :meth:`grid` lists the finite values for ``GridSampler`` (or None when there
-are infinitely many).
+are infinitely many) and :meth:`size` counts them without listing them.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Union
 
 if TYPE_CHECKING:
@@ -34,11 +34,19 @@ class Float:
         return round(value, 12) if self.step is not None else value
 
     def grid(self) -> list[Scalar] | None:
+        step, n = self.step, self.size()
+        if step is None or n is None:
+            return None
+        # Rounding keeps 0.1 * 3 from becoming 0.30000000000000004 in params and tables.
+        return [round(self.low + i * step, 12) for i in range(n)]
+
+    def size(self) -> int | None:
         if self.step is None:
             return None
-        n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        # Rounding keeps 0.1 * 3 from becoming 0.30000000000000004 in params and tables.
-        return [round(self.low + i * self.step, 12) for i in range(n)]
+        # Counted on the decimal values as written (0.1, not 0.1000000000000000055...), as
+        # Optuna does, and exactly: a tiny step must not overflow a float.
+        span = Fraction(str(self.high)) - Fraction(str(self.low))
+        return int(span // Fraction(str(self.step))) + 1
 
     def bounds(self) -> list[Any]:
         return [self.low, self.high]
@@ -58,6 +66,9 @@ class Int:
     def grid(self) -> list[Scalar] | None:
         return list(range(self.low, self.high + 1, self.step))
 
+    def size(self) -> int | None:
+        return (self.high - self.low) // self.step + 1
+
     def bounds(self) -> list[Any]:
         return [self.low, self.high]
 
@@ -72,6 +83,9 @@ class Categorical:
 
     def grid(self) -> list[Scalar] | None:
         return list(self.choices)
+
+    def size(self) -> int | None:
+        return len(self.choices)
 
     def bounds(self) -> list[Any]:
         return list(self.choices)
@@ -98,4 +112,11 @@ def grid_of(space: SearchSpace) -> dict[str, list[Scalar]]:
 
 
 def grid_size(space: SearchSpace) -> int:
-    return math.prod(len(v) for v in grid_of(space).values())
+    """The number of points of the grid, counted without listing them."""
+    total = 1
+    for name, param in space.items():
+        n = param.size()
+        if n is None:
+            raise ValueError(f"{name} has no finite grid")
+        total *= n
+    return total

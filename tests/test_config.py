@@ -20,7 +20,9 @@ import optuna
 import pytest
 import yaml
 from conftest import REPO, tiny_study
+from typer.testing import CliRunner
 
+from mltune._cli import app
 from mltune._config import SAMPLERS, Config, load_config, parse_config
 from mltune._errors import ConfigError
 from mltune._search_space import Categorical, Float, Int, grid_of, grid_size, suggest_all
@@ -195,8 +197,8 @@ def test_key_of_other_param_type_is_unknown(study_file) -> None:
                      "must be an integer >= 1, but got '5'", id="n_trials-string"),
         pytest.param({"study.n_trials": 0}, "study.n_trials",
                      "must be an integer >= 1, but got 0", id="n_trials-zero"),
-        pytest.param({"study.seed": True}, "study.seed", "must be an integer, but got True",
-                     id="seed-bool"),
+        pytest.param({"study.seed": True}, "study.seed",
+                     "must be an integer in 0..2147483647", id="seed-bool"),
         pytest.param({"study.timeout": 0}, "study.timeout", "must be a number > 0.0, but got 0",
                      id="timeout-zero"),
         pytest.param({"study.name": ""}, "study.name",
@@ -211,7 +213,12 @@ def test_key_of_other_param_type_is_unknown(study_file) -> None:
         pytest.param({"data.max_samples": 2.5}, "data.max_samples",
                      "must be an integer >= 1, but got 2.5", id="max_samples-float"),
         pytest.param({"data.num_classes": 1}, "data.num_classes",
-                     "must be an integer >= 2, but got 1", id="num_classes-one"),
+                     "must be an integer in 2..100000, but got 1", id="num_classes-one"),
+        pytest.param({"data.num_classes": 10**9}, "data.num_classes",
+                     "must be an integer in 2..100000, but got 1000000000",
+                     id="num_classes-huge"),
+        pytest.param({"data.seed": -1}, "data.seed", "must be an integer >= 0, but got -1",
+                     id="data-seed-negative"),
         pytest.param({"data.image_size": [28]}, "data.image_size",
                      "must be [height, width] in pixels, but got [28]", id="image_size"),
         pytest.param({"data.color_mode": "cmyk"}, "data.color_mode",
@@ -801,6 +808,252 @@ def test_different_seeds_sample_differently(tmp_path: Path) -> None:
     samples_a = _sample(create_sampler(a.study, a.search_space), a, n=6)
     samples_b = _sample(create_sampler(b.study, b.search_space), b, n=6)
     assert samples_a != samples_b
+
+
+# --- hostile and odd input: refused at validation, one message, exit 2 ----------------------
+
+BILLION_LAUGHS = """\
+study: {name: laughs, sampler: random, n_trials: 1}
+data: {source: digits}
+model:
+  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+  f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+  g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+  h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+  i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+search_space:
+  filters: {type: categorical, choices: [4, 8]}
+"""
+
+
+def tune_cli(path: Path, *options: str) -> tuple[int, str]:
+    """``mltune tune path`` with stores in the file's folder: the exit code and stderr."""
+    folder = path.parent
+    result = CliRunner().invoke(app, [
+        "tune", str(path), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--storage", str(folder / "journal.log"), *options])
+    assert not (folder / "mlflow.db").exists() and not (folder / "journal.log").exists()
+    return result.exit_code, result.stderr
+
+
+def test_billion_laughs_is_refused_without_expanding_it(tmp_path: Path) -> None:
+    path = tmp_path / "laughs.yaml"
+    path.write_text(BILLION_LAUGHS)
+    with pytest.raises(ConfigError, match=r"^model\.\w+(\[\d+\])* in " + re.escape(
+            f"{path}: YAML aliases (*name) may add at most 10000 values to a document, but "
+            "they add more")):
+        load_config(path)
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "recursive.yaml"
+    path.write_text("study: {name: r, sampler: random, n_trials: 1}\ndata: {source: digits}\n"
+                    "model: &m {dense_units: *m}\n")
+    with fails("model.dense_units", path, "a YAML alias must not refer to a node that "
+               "contains it"):
+        load_config(path)
+
+
+def test_anchors_and_merge_keys_in_ordinary_use_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text("study: {name: a, sampler: random, n_trials: 1}\ndata: {source: digits}\n"
+                    "search_space:\n"
+                    "  filters: &sizes {type: categorical, choices: [16, 32]}\n"
+                    "  dense_units: *sizes\n"
+                    "  learning_rate: &lr {type: float, low: 0.001, high: 0.1, log: true}\n"
+                    "  l2: {<<: *lr, high: 0.01}\n")
+    space = load_config(path).search_space
+    assert space["dense_units"] == Categorical("dense_units", (16, 32))
+    assert space["l2"] == Float("l2", 0.001, 0.01, log=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "lines"),
+    [
+        pytest.param("study:\n  name: d\n  n_trials: 3\n  sampler: random\n  n_trials: 30\n",
+                     "study.n_trials", (3, 5), id="nested"),
+        pytest.param("study: {name: d, sampler: random, n_trials: 3}\n"
+                     "study: {name: e, sampler: random, n_trials: 3}\n", "study", (1, 2),
+                     id="section"),
+        pytest.param("study: {name: d, sampler: random, n_trials: 3}\nsearch_space:\n"
+                     "  filters: {type: categorical, choices: [4, 8], choices: [16]}\n",
+                     "search_space.filters.choices", (3, 3), id="flow-mapping"),
+    ],
+)
+def test_duplicate_key_names_key_and_lines(tmp_path: Path, text: str, key: str,
+                                           lines: tuple[int, int]) -> None:
+    path = tmp_path / "duplicate.yaml"
+    path.write_text(text + "data: {source: digits}\n")
+    with fails(key, path, f"a key must appear once in its mapping, but it is given on line "
+               f"{lines[0]} and again on line {lines[1]}"):
+        load_config(path)
+
+
+def test_yaml_nested_too_deeply(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("study: " + "[" * 5000 + "]" * 5000 + "\n")
+    with fails("study file", path, "lists and mappings may nest a few hundred levels deep, "
+               "but this YAML nests deeper"):
+        load_config(path)
+
+
+def test_duplicate_key_in_a_set_override(study_file) -> None:
+    with pytest.raises(ConfigError, match=re.escape(
+            "study.sampler_options.seed in --set: a key must appear once in its mapping")):
+        load_config(study_file(), ["study.sampler_options={seed: 1, seed: 2}"])
+
+
+def test_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("study:\n  name: caf\u00e9\n".encode("latin-1"))
+    with fails("study file", path, "must be UTF-8 text, but byte 0xe9 on line 2 is not UTF-8"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 2**32 - 1, 2**32, 10**30])
+def test_seed_must_leave_room_for_every_trial(study_file, seed: int) -> None:
+    # Trial n is seeded with seed + n, and NumPy's seeds end at 2**32 - 1: a seed of
+    # 2**32 - 1 ran trial 0 and failed every later one.
+    path = study_file({"study.seed": seed})
+    with fails("study.seed", path, "must be an integer in 0..2147483647 (trial n is seeded with "
+               f"seed + n, which must stay below 2**32), but got {seed}"):
+        load_config(path)
+
+
+def test_largest_seed_builds_the_sampler_and_seeds_late_trials() -> None:
+    raw = tiny_study(study={"seed": 2**31 - 1, "sampler": "tpe"})
+    cfg = parse_config(raw)
+    from mltune._samplers import create_sampler
+
+    create_sampler(cfg.study, cfg.search_space)
+    np.random.RandomState(cfg.study.seed + 10**9)  # what Keras' set_random_seed calls
+
+
+@pytest.mark.parametrize(
+    ("name", "choices", "twins"),
+    [
+        pytest.param("learning_rate", [0.5, 1, 1.0], "1 and 1.0", id="int-and-float"),
+        pytest.param("units", [1, True], "1 and True", id="int-and-bool"),
+        pytest.param("units", [0.0, float("nan"), float("nan")], "nan and nan", id="nan"),
+    ],
+)
+def test_choices_equal_to_optuna_are_repeats(study_file, name: str, choices: list[Any],
+                                             twins: str) -> None:
+    # ``units`` is a name of a custom builder's, free of the settings' types.
+    path = study_file({"model.builder": "builders:cnn",
+                       f"search_space.{name}": {"type": "categorical", "choices": choices}})
+    with pytest.raises(ConfigError, match=re.escape(
+            f"search_space.{name}.choices in {path}: must not repeat a value, but got ")
+            + r".*" + re.escape(f": Optuna takes {twins} for the same choice")):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "param", "given", "fitted"),
+    [
+        pytest.param("dropout", {"type": "float", "low": 0.1, "high": 0.5, "step": 0.3},
+                     "low=0.1, high=0.5, step=0.3", "0.4", id="float"),
+        pytest.param("filters", {"type": "int", "low": 4, "high": 20, "step": 5},
+                     "low=4, high=20, step=5", "19", id="int"),
+    ],
+)
+def test_step_must_divide_the_range(study_file, name: str, param: dict[str, Any], given: str,
+                                    fitted: str) -> None:
+    path = study_file({f"search_space.{name}": param})
+    with fails(f"search_space.{name}.step", path, "(high - low) must be a multiple of step, but "
+               f"got ({given}); set high to {fitted} or choose another step"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "step"),
+    [(0.0, 0.5, 0.1), (0.1, 0.7, 0.2), (0.05, 0.95, 0.15), (1e-4, 2e-4, 1e-5)],
+)
+def test_dividing_float_steps_pass_and_optuna_does_not_warn(
+        study_file, low: float, high: float, step: float) -> None:
+    path = study_file({"search_space.dropout": {"type": "float", "low": low, "high": high,
+                                                "step": step}})
+    cfg = load_config(path)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's "not divisible by `step`" warning
+        suggest_all(cfg.search_space, study.ask())
+
+
+def test_step_too_small_for_a_float(study_file) -> None:
+    path = study_file({"search_space.dropout": {"type": "float", "low": 0.0, "high": 0.5,
+                                                "step": 1e-300}})
+    with fails("search_space.dropout.step", path, "must split low..high into at most "
+               "1000000000000000 steps, but got 5e+299 steps of 1e-300"):
+        load_config(path)
+
+
+def test_grid_too_large_is_refused_at_validation(study_file) -> None:
+    path = study_file({"study.sampler": "grid", "model.dense_units": DROP,
+                       "search_space": {"filters": {"type": "int", "low": 1, "high": 1001},
+                                        "dense_units": {"type": "int", "low": 0, "high": 999}}})
+    with fails("search_space", path, "a grid search may have at most 1000000 points, but this "
+               "one has 1001000 (filters 1001 x dense_units 1000); use fewer values or another "
+               "sampler"):
+        load_config(path)
+
+
+def test_grid_size_counts_without_listing() -> None:
+    space = {"filters": Int("filters", 0, 10**12), "dropout": Float("dropout", 0.0, 1.0, step=1e-9)}
+    assert grid_size(space) == (10**12 + 1) * (10**9 + 1)
+
+
+def test_huge_grid_is_fine_for_other_samplers(study_file) -> None:
+    path = study_file({"study.sampler": "random", "model.dense_units": DROP,
+                       "search_space": {"filters": {"type": "int", "low": 1, "high": 4096},
+                                        "dense_units": {"type": "int", "low": 0, "high": 65536}}})
+    assert load_config(path).search_space["dense_units"] == Int("dense_units", 0, 65536)
+
+
+def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, list[str], str, str]]:
+    """Files (and options) a user may hand the CLI: (path, options, key, rule)."""
+    def write(name: str, content: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return path
+
+    tiny = yaml.safe_dump(tiny_study()).encode()
+    grid = tiny_study(study={"sampler": "grid"}, model=None, search_space={
+        "filters": {"type": "int", "low": 1, "high": 1001},
+        "dense_units": {"type": "int", "low": 0, "high": 999}})
+    step = tiny_study(search_space={"dropout": {"type": "float", "low": 0.1, "high": 0.5,
+                                                "step": 0.3}})
+    return {
+        "laughs": (write("laughs.yaml", BILLION_LAUGHS.encode()), [], "model.",
+                   "YAML aliases (*name) may add at most 10000 values"),
+        "duplicate": (write("dup.yaml", tiny + b"study: {name: again}\n"), [], "study",
+                      "a key must appear once in its mapping"),
+        "latin1": (write("latin1.yaml", tiny.replace(b"tiny", "t\u00efny".encode("latin-1"))),
+                   [], "study file", "must be UTF-8 text, but byte 0xef"),
+        "seed": (write("seed.yaml", tiny), ["--seed", str(2**32 - 1)], "study.seed",
+                 "must be an integer in 0..2147483647"),
+        "grid": (write("grid.yaml", yaml.safe_dump(grid).encode()), [], "search_space",
+                 "a grid search may have at most 1000000 points"),
+        "step": (write("step.yaml", yaml.safe_dump(step).encode()), [],
+                 "search_space.dropout.step", "(high - low) must be a multiple of step"),
+        "choices": (write("choices.yaml", yaml.safe_dump(tiny_study(search_space={
+            "learning_rate": {"type": "categorical", "choices": [1, 1.0]}})).encode()), [],
+            "search_space.learning_rate.choices", "must not repeat a value"),
+    }
+
+
+@pytest.mark.parametrize("case", ["laughs", "duplicate", "latin1", "seed", "grid", "step",
+                                  "choices"])
+def test_cli_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, case: str) -> None:
+    path, options, key, rule = _bad_files(tmp_path)[case]
+    code, err = tune_cli(path, *options)
+    assert code == 2, err
+    assert err.startswith(f"error: {key}") and f" in {path}: {rule}" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
 
 
 # --- validation stays cheap -----------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 from conftest import SHARED_MNIST
 
 from mltune._config import DataConfig
-from mltune._data import Dataset, load_data
+from mltune._data import Dataset, from_python, load_data
 from mltune._errors import DataError
 
 
@@ -211,10 +211,120 @@ def test_npz_num_classes_larger_than_seen(npz_file) -> None:
     assert data.class_names == tuple(str(i) for i in range(10))
 
 
-def test_npz_single_label_still_has_two_classes(npz_file) -> None:
-    data = load(npz_file("one_label.npz", y_train=np.zeros(120, np.uint8),
-                         y_test=np.zeros(30, np.uint8)))
-    assert data.num_classes == 2
+@pytest.mark.parametrize("num_classes", [None, 3], ids=["inferred", "data.num_classes"])
+def test_npz_single_class_is_refused(npz_file, num_classes: int | None) -> None:
+    path = npz_file(f"one_label_{num_classes}.npz", y_train=np.full(120, 1, np.uint8),
+                    y_test=np.full(30, 1, np.uint8))
+    with fails(f"{path}: labels must name at least 2 classes, but every label is 1"):
+        load(path, num_classes=num_classes)
+
+
+@pytest.mark.parametrize("label", [10**5, 10**6])
+def test_npz_stray_huge_label_is_refused(npz_file, label: int) -> None:
+    # One such label in a 3-class file made as many class names (10**9: killed for memory)
+    # and a model with as many outputs. Not 10**9 here: were the check lost, the test would
+    # take the machine's memory down with it instead of failing.
+    y = np.random.default_rng(4).integers(0, 3, 120).astype(np.int64)
+    y[17] = label
+    path = npz_file(f"huge_label_{label}.npz", y_train=y)
+    with fails(f"{path}: labels must be class numbers below 100000, but y_train holds {label}"):
+        load(path)
+
+
+def test_npz_huge_whole_float_label_is_refused_before_it_overflows(npz_file) -> None:
+    y = (np.arange(120) % 3).astype(np.float64)
+    y[0] = 1e300
+    path = npz_file("huge_float_label.npz", y_train=y)
+    with fails(f"{path}: labels must be class numbers below 100000, but y_train holds 1e+300"):
+        load(path)
+
+
+def test_npz_labels_far_sparser_than_their_count(npz_file) -> None:
+    y = np.random.default_rng(5).integers(0, 3, 120).astype(np.int64)
+    y[9] = 5000
+    path = npz_file("sparse.npz", y_train=y)
+    with fails(f"{path}: labels must number the classes 0..K-1, with at least 1 in 4 of those "
+               "numbers used, but 4 distinct labels (0, 1, 2, 5000) go up to 5000; renumber "
+               "them 0..3, or set data.num_classes to the number of classes"):
+        load(path)
+    assert load(path, num_classes=5001).num_classes == 5001  # said on purpose: kept
+
+
+def test_npz_labels_with_a_few_gaps_are_kept(npz_file) -> None:
+    # Two classes of ten kept with their own numbers (say airplane 0 and bird 2 of CIFAR-10).
+    y = np.where(np.arange(120) % 2 == 0, 0, 2).astype(np.uint8)
+    data = load(npz_file("gaps.npz", y_train=y, y_test=np.zeros(30, np.uint8)))
+    assert data.num_classes == 3
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_npz_complex_pixels_are_refused(npz_file, dtype: Any) -> None:
+    x = np.random.default_rng(6).random((120, 10, 10)).astype(dtype)
+    path = npz_file(f"complex_{np.dtype(dtype).name}.npz", x_train=x)
+    with fails(f"{path}: x_train must hold real numbers, but got dtype {np.dtype(dtype).name}"):
+        load(path)
+
+
+def test_arrays_from_python_get_the_same_label_checks() -> None:
+    x = np.zeros((40, 8, 8, 1), np.float32)
+    cfg = DataConfig(source=None, validation_split=0.25)
+    sparse = np.arange(40) % 2
+    sparse[3] = 99
+    with fails("data: labels must number the classes 0..K-1"):
+        from_python((x, sparse), cfg=cfg, images=True)
+    with fails("data: labels must name at least 2 classes, but every label is 0"):
+        from_python((x, np.zeros(40, np.int64)), cfg=cfg, images=True)
+    with fails("data: x_train must hold real numbers, but got dtype complex128"):
+        from_python((x.astype(np.complex128), np.arange(40) % 2), cfg=cfg, images=True)
+    with fails("data: labels must be in 0..2 (data.num_classes=3), but found label 3"):
+        from_python((x, np.arange(40) % 4), cfg=DataConfig(source=None, num_classes=3))
+    assert from_python((x, np.arange(40) % 4), cfg=cfg).num_classes == 4
+
+
+class PyDataset:
+    """Batches as ``keras.utils.PyDataset`` gives them (told apart by its name, so no Keras)."""
+
+    def __init__(self, labels: list[list[int]]) -> None:
+        self.batches = [(np.zeros((len(y), 8, 8, 1), np.float32), np.asarray(y)) for y in labels]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.batches[i]
+
+
+def test_streamed_labels_get_the_same_label_checks() -> None:
+    val = PyDataset([[0, 1]])
+    cfg = DataConfig(source=None)
+    with fails("data: labels must number the classes 0..K-1, with at least 1 in 4 of those "
+               "numbers used, but 3 distinct labels (0, 1, 70) go up to 70"):
+        from_python(PyDataset([[0, 1], [1, 70]]), val, cfg=cfg)
+    with fails("data: labels must name at least 2 classes, but every label is 2"):
+        from_python(PyDataset([[2, 2], [2]]), val, cfg=cfg)
+    assert from_python(PyDataset([[0, 1], [2, 1]]), val, cfg=cfg).num_classes == 3
+
+
+def test_huge_label_exits_2_from_the_cli_and_writes_nothing(npz_file, write_study,
+                                                             tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from mltune._cli import app
+
+    y = np.random.default_rng(7).integers(0, 3, 120).astype(np.int64)
+    y[0] = 10**6
+    path = npz_file("cli_huge_label.npz", y_train=y)
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = CliRunner().invoke(app, ["tune", str(write_study()), "--data", str(path),
+                                      "--tracking-uri", tracking,
+                                      "--storage", str(tmp_path / "journal.log")])
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr == (f"error: {path}: labels must be class numbers below 100000, but "
+                             "y_train holds 1000000\n")
+    assert not (tmp_path / "journal.log").exists()
+    assert not MlflowClient(tracking).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking).search_experiments()])
 
 
 def test_npz_empty(npz_file) -> None:
@@ -383,6 +493,14 @@ def test_image_folder_needs_two_classes(tmp_path: Path) -> None:
     root = write_images(tmp_path / "one_class", {"only": [gray(1)] * 3})
     with fails(f"{root}: an image folder needs one sub-folder per class (at least 2), but "
                "has 1"):
+        load(root)
+
+
+def test_image_folder_with_an_empty_class_folder(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "empty_class", {"cat": [gray(1)] * 3, "dog": [gray(2)] * 3})
+    (root / "emu").mkdir()
+    (root / "emu" / "README.txt").write_text("photos to come")
+    with fails(f"{root / 'emu'}: a class sub-folder must hold at least one image (.png, "):
         load(root)
 
 
