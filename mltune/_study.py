@@ -383,7 +383,10 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     progress = progress or PlainProgress(sc.metric)
     session = prepare(config, tracking_uri)
     tracker = session.tracker
-    tracker.experiment_id = tracker.client.get_run(parent_run_id).info.experiment_id
+    parent = tracker.client.get_run(parent_run_id)
+    tracker.experiment_id = parent.info.experiment_id
+    if parent.info.status == "KILLED" and not os.environ.get(LAUNCHED_ENV):
+        tracker.client.update_run(parent_run_id, status="RUNNING")  # stopped, now resumed
     grid_queue = bool(stored.user_attrs.get(Attr.STUDY_GRID_QUEUE))
     # Workers must not share a seed, or they would all sample the same points. A grid study
     # was enqueued whole; its sampler only matters for trials outside the queue.
@@ -402,9 +405,19 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
         if counted(study) >= target and not waiting(study):
             study.stop()
 
-    if counted(study) < target or waiting(study):
-        _optimize(study, objective, tracker, callbacks=(stop_at_target,), timeout=sc.timeout,
-                  n_trials=max_trials)
+    try:
+        if counted(study) < target or waiting(study):
+            _optimize(study, objective, tracker, callbacks=(stop_at_target,),
+                      timeout=sc.timeout, n_trials=max_trials)
+    except KeyboardInterrupt:
+        # Stopped (Ctrl-C, SIGTERM: a preempted node). Its trial failed and its run closed;
+        # the last worker of a study started elsewhere also ends the parent run (KILLED, with
+        # its summary); a later worker that completes the study ends it FINISHED.
+        running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if not os.environ.get(LAUNCHED_ENV) and not running and objective.fatal is None:
+            _finish_parent(study, tracker, parent_run_id, config, "KILLED")
+        progress.close()
+        raise
     if objective.fatal is not None:
         progress.close()
         raise objective.fatal

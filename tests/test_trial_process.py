@@ -165,20 +165,40 @@ def test_each_trial_trains_in_its_own_process_and_a_crash_fails_it_alone(
     assert np.asarray(predictions).shape == (2, 10)
 
 
-@pytest.mark.parametrize(("signum", "code", "to_group"), [
-    (signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
-def test_a_signal_stops_the_trial_process_and_closes_everything(
-        signum: int, code: int, to_group: bool, tmp_path: Path,
+def _start(mode: str, path: Path, stores: dict[str, str], tmp_path: Path
+           ) -> subprocess.Popen[str]:
+    """The study of ``path`` in one of the three ways a study runs: its own process forking
+    each trial (single), a launcher of spawned workers (launcher), or a worker joining a study
+    that `tune --workers 0` made (worker), each in a session of its own (a job)."""
+    common = ["--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"]]
+    if mode == "worker":
+        made = _cli("tune", str(path), *common, "--workers", "0", cwd=tmp_path)
+        assert made.wait(timeout=120) == 0
+        name = path.stem
+        return _cli("worker", "--study-name", name, *common, cwd=tmp_path, new_session=True)
+    extra = ["--trials-per-process", "1"] if mode == "launcher" else []
+    return _cli("tune", str(path), *common, *extra, cwd=tmp_path, new_session=True)
+
+
+# SIGTERM as Kubernetes, Slurm and systemd stop a job (to its main process); Ctrl-C as a
+# terminal sends it (to every process of the job).
+SIGNALS = [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)]
+
+
+@pytest.mark.parametrize("mode", ["single", "launcher", "worker"])
+@pytest.mark.parametrize(("signum", "code", "to_group"), SIGNALS,
+                         ids=["SIGTERM", "SIGINT-to-group"])
+def test_a_signal_stops_the_study_and_closes_everything(
+        mode: str, signum: int, code: int, to_group: bool, tmp_path: Path,
         stores: dict[str, str]) -> None:
-    name = f"stopped-{signum}"
+    name = f"stopped-{mode}-{signum}"
     path = _study(tmp_path, name, ["sleep"])
-    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
-                stores["tracking_uri"], cwd=tmp_path, new_session=True)
+    proc = _start(mode, path, stores, tmp_path)
     try:
-        child = _first_child(tmp_path)
-        if to_group:  # as a terminal's Ctrl-C reaches every process of the job
+        trainer = _first_child(tmp_path)  # the process that trains the trial
+        if to_group:
             os.killpg(proc.pid, signum)
-        else:  # as Kubernetes, Slurm or systemd stop a job
+        else:
             proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -187,12 +207,16 @@ def test_a_signal_stops_the_trial_process_and_closes_everything(
     assert proc.returncode == code, out + err
     assert ("terminated" if signum == signal.SIGTERM else "interrupted") in err
     assert "Traceback" not in err
-    assert _gone(child)
+    assert _gone(trainer) and trainer != proc.pid
     runs = _runs(stores["tracking_uri"], name)
+    # The parent: KILLED, with its summary (the trials table), by the last process standing.
     assert {n: r.info.status for n, r in runs.items()} == {name: "KILLED",
                                                             "trial-000": "FAILED"}
+    client = MlflowClient(stores["tracking_uri"])
+    assert "trials.csv" in {a.path for a in client.list_artifacts(runs[name].info.run_id)}
     study = load_study(name, stores["storage"])
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     # Interrupted, not failed by itself: not counted as the trial's own failure.
     assert "mltune_error" not in study.trials[0].user_attrs
 
