@@ -29,3 +29,13 @@ def test_the_api_example_runs_as_written(tmp_path: Path) -> None:
     run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert run.info.status == "FINISHED" and parent.data.tags["mltune.builder"] == "__main__:build"
+
+
+def test_every_test_docs_reliability_names_exists() -> None:
+    """docs/reliability.md is kept true by the tests it names: each must exist."""
+    text = (REPO / "docs" / "reliability.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", text)
+    assert len(named) >= 20
+    missing = [f"{path}::{name}" for path, name in named
+               if not re.search(rf"^def {name}\(", (REPO / path).read_text(), re.M)]
+    assert not missing, f"docs/reliability.md names tests that do not exist: {missing}"
