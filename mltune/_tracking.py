@@ -21,9 +21,11 @@ import mlflow
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from mltune._errors import ConfigError, MltuneError
 from mltune._secrets import check_userinfo, redact, remember, scrub, scrub_files
+from mltune._storage import check_sqlite, sqlite_lock
 
 if TYPE_CHECKING:
     import keras
@@ -99,6 +101,19 @@ def _no_run_urls() -> Iterator[None]:
             os.environ[key] = before
 
 
+def _first_line(error: BaseException) -> str:
+    """The error's first line, without SQLAlchemy's wrapping ("(sqlite3.OperationalError)",
+    the statement): the driver's own message."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    return redact(text.splitlines()[0])[:600] if text else type(error).__name__
+
+
+def _deleted(name: str, experiment_id: str, uri: str) -> ConfigError:
+    return ConfigError("--experiment", f"the MLflow experiment must be active, but {name!r} "
+                       f"is deleted in {redact(uri)}; restore it (mlflow experiments restore "
+                       f"--experiment-id {experiment_id}) or pass another --experiment")
+
+
 def _clean_tags(tags: dict[str, Any]) -> dict[str, str]:
     return {k: scrub(str(v)) for k, v in tags.items()}
 
@@ -117,11 +132,25 @@ class Tracker:
         remember(self.uri)
         self.experiment_name = experiment
         self.experiment_id: str | None = None
-        self.client = MlflowClient(self.uri)
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        """The MLflow client, made on first use: making it opens the store, which for a new
+        SQLite database creates its tables (after :meth:`check`, so nothing is written to a
+        store that fails it)."""
+        if self._client is None:
+            database = check_sqlite(self.uri, "--tracking-uri", write=False)
+            with contextlib.ExitStack() as stack:
+                if database is not None:
+                    stack.enter_context(sqlite_lock(database, "--tracking-uri"))
+                self._client = MlflowClient(self.uri)
+        return self._client
 
     # -- checks before anything is written -------------------------------------------------
     def check(self) -> None:
-        """Raise :class:`ConfigError` if the tracking store cannot be used."""
+        """Raise :class:`ConfigError` if the tracking store cannot be used; before anything is
+        written to it (a new SQLite store is created here, once it passes)."""
         shown = redact(self.uri)
         check_userinfo(self.uri, "--tracking-uri")
         if self.uri.startswith(("http://", "https://")):
@@ -133,17 +162,34 @@ class Tracker:
                 reason = type(e).__name__
                 raise ConfigError("--tracking-uri", f"cannot reach the MLflow tracking server "
                                   f"at {shown} ({reason})") from None
-        elif self.uri.startswith("sqlite:///"):
-            folder = Path(self.uri[len("sqlite:///"):]).parent
-            if not folder.is_dir():
-                raise ConfigError("--tracking-uri", f"the folder of {shown} does not exist")
+        check_sqlite(self.uri, "--tracking-uri")
         try:
-            if self.experiment_name is not None:
-                self.client.get_experiment_by_name(self.experiment_name)
+            self.client  # noqa: B018 -- opens the store (creates a new one, under its lock)
+        except UnsupportedModelRegistryStoreURIException as e:
+            schemes = ", ".join(sorted(s for s in e.supported_uri_schemes if s))
+            raise ConfigError("--tracking-uri", f"must be a tracking URI MLflow supports (a "
+                              f"scheme of {schemes}), but got {shown}") from None
+        except ConfigError:
+            raise
+        except Exception as e:  # SQLAlchemy's, Alembic's or MLflow's: no raw SQL error shown
+            raise ConfigError("--tracking-uri", f"cannot open the MLflow store {shown}: "
+                              f"{_first_line(e)}") from None
+        try:
+            self._check_experiment()
             self._check_project_params()
         except MlflowException as e:
             raise ConfigError("--tracking-uri", f"cannot use {shown}: "
                               f"{redact(e.message.splitlines()[0])}") from None
+
+    def _check_experiment(self) -> None:
+        """The study's experiment, when it exists, is not deleted: MLflow refuses runs in a
+        deleted one, which would be found only after the study is created. (Under ``mlflow
+        run`` the runs go to the project run's experiment instead.)"""
+        if self.experiment_name is None or project_run_id():
+            return
+        exp = self.client.get_experiment_by_name(self.experiment_name)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise _deleted(exp.name, exp.experiment_id, self.uri)
 
     def _check_project_params(self) -> None:
         """Under ``mlflow run``, MLflow has logged every ``-P`` value as a parameter of the
@@ -180,14 +226,14 @@ class Tracker:
             if exp is None:
                 try:
                     self.experiment_id = self.client.create_experiment(name)
-                except MlflowException:  # created meanwhile by another worker
+                except MlflowException:  # created meanwhile by another worker?
                     exp = self.client.get_experiment_by_name(name)
-                    assert exp is not None
+                    if exp is None:  # no: the error was another
+                        raise
                     self.experiment_id = exp.experiment_id
             else:
-                if exp.lifecycle_stage == "deleted":
-                    raise MltuneError(f"MLflow experiment {name!r} is deleted; restore it "
-                                      "(mlflow experiments restore) or pass --experiment")
+                if exp.lifecycle_stage == "deleted":  # deleted since check()
+                    raise _deleted(name, exp.experiment_id, self.uri)
                 self.experiment_id = exp.experiment_id
         return self.experiment_id
 
