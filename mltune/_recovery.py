@@ -46,10 +46,14 @@ def stale_trial_handler(tracker: Tracker, retry: int) -> StaleCallback:
 
 def recover_lost_trials(study: optuna.Study, tracker: Tracker, on_stale: StaleCallback
                         ) -> None:
-    """Before this process runs trials: fail the trials lost with their worker, and close
-    the runs of failed trials that the tracking server could not be told about."""
+    """Before this process runs trials: fail the trials lost with their worker, close the
+    runs of failed trials that the tracking server could not be told about, and fail the
+    logged models a killed process left PENDING."""
     _fail_lost_trials(study, on_stale)
     _close_lost_runs(study, tracker)
+    experiment_id = study.user_attrs.get(Attr.STUDY_EXPERIMENT)
+    if experiment_id:  # a resumed study: models its killed processes left half-logged
+        tracker.fail_pending_models(str(experiment_id))
 
 
 def _fail_lost_trials(study: optuna.Study, on_stale: StaleCallback) -> None:

@@ -286,6 +286,28 @@ class Tracker:
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 
+    def fail_pending_models(self, experiment_id: str) -> list[str]:
+        """Logged models left PENDING by a process killed while logging them (``kill -9``,
+        a lost node) become FAILED once their run has ended; returns their ids. A model whose
+        run is still RUNNING may be being logged right now, and is left alone."""
+        from mlflow.entities import LoggedModelStatus
+
+        failed: list[str] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_logged_models([experiment_id], page_token=token)
+            for model in page:
+                if model.status != LoggedModelStatus.PENDING:
+                    continue
+                run_id = model.source_run_id
+                if run_id and self.run_exists(run_id) and self.run_status(run_id) == "RUNNING":
+                    continue
+                self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+                failed.append(model.model_id)
+            token = page.token
+            if not token:
+                return failed
+
     # -- data -------------------------------------------------------------------------------
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         items = [Param(k, scrub(str(v))) for k, v in params.items()]

@@ -80,3 +80,32 @@ def test_sigkill_mid_trial_then_resume(backend, write_study, stores, tmp_path) -
                 optuna.delete_study(study_name=name, storage=storage)
             except KeyError:
                 pass
+
+
+@pytest.mark.slow
+def test_a_model_left_pending_by_a_killed_process_is_failed_on_the_next_start(
+        write_study, stores, tmp_path) -> None:
+    """A process killed while MLflow logged a model leaves that LoggedModel PENDING (MLflow
+    makes it first, finalizes it READY last). The next start fails it; models being logged by
+    a run still RUNNING are left alone."""
+    path = write_study(study={"name": "pending", "n_trials": 1})
+    common = ["--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"]]
+    first = mltune("tune", str(path), *common, cwd=tmp_path)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    client = MlflowClient(stores["tracking_uri"])
+    exp = client.get_experiment_by_name("pending").experiment_id
+    (trial_run,) = [r for r in client.search_runs([exp]) if "mlflow.parentRunId" in r.data.tags]
+    # What `kill -9` during log_model leaves: a LoggedModel of the trial's run, PENDING.
+    half = client.create_logged_model(exp, source_run_id=trial_run.info.run_id, name="model")
+    live_run = client.create_run(exp)  # another process, logging a model right now
+    live = client.create_logged_model(exp, source_run_id=live_run.info.run_id, name="model")
+    assert half.status.name == live.status.name == "PENDING"
+
+    again = mltune("tune", str(path), *common, "--n-trials", "1", cwd=tmp_path)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, out + err
+    assert client.get_logged_model(half.model_id).status.name == "FAILED"
+    assert client.get_logged_model(live.model_id).status.name == "PENDING"
+    ready = [m for m in client.search_logged_models([exp]) if m.status.name == "READY"]
+    assert ready  # the trials' own models were logged and finalized
