@@ -265,26 +265,30 @@ class _TrialRecord:
         self.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from mltune._session import log_epoch
+
         sc = self.objective.config.study
-        self.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        log_epoch(self.tracker, self.run_id, epoch, metrics)
         self.objective.progress.epoch_ended(self.trial.number, epoch, self.epochs, metrics)
         self.trained = epoch + 1
         value = metrics[sc.metric]
         if not math.isfinite(value):
             return  # never reported: no NaN reaches the storage
         self.values_so_far.append(value)
-        if sc.pruner != "none":
+        if not sc.multi_objective:  # Optuna takes intermediate values of one objective only
+            # Reported with or without a pruner: optuna-dashboard draws the learning curves.
             # The step is the number of epochs trained: Hyperband's resource.
             self.trial.report(value, epoch + 1)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {self.epochs}: "
-                                         f"{sc.metric}={value:.4f}")
+        if sc.pruner != "none" and self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {self.epochs}: "
+                                     f"{sc.metric}={value:.4f}")
 
     def finished(self, outcome: dict[str, Any]) -> str | None:
-        from mltune._session import MODEL_FILE, final_metrics
+        from mltune._session import MODEL_FILE, final_metrics, log_kept_epoch
 
         objective = self.objective
         self.tracker.log_metrics(self.run_id, final_metrics(objective.config.study, outcome))
+        log_kept_epoch(self.tracker, self.run_id, outcome)
         values = objective.values(outcome, self.run_id)
         self.values, self.outputs = values, outcome["outputs"]
         # Only a trial that beats the study's best so far (or, with several objectives,

@@ -30,8 +30,15 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                                   "user_attrs_mltune_worker": "worker",
                                   "user_attrs_mltune_error": "error"})
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("user_attrs_")])
+    # One objective, named (study.set_metric_names): Optuna calls the column value_<metric>.
+    named = [c for c in frame.columns if c.startswith("value_")]
+    if len(named) == 1 and "value" not in frame:
+        frame = frame.rename(columns={named[0]: "value"})
     if "duration" in frame:
-        frame["duration"] = frame["duration"].dt.total_seconds().round(2)
+        # A study whose every trial is still running has no duration yet (None, not NaT).
+        import pandas as pd
+
+        frame["duration"] = pd.to_timedelta(frame["duration"]).dt.total_seconds().round(2)
     values = [c for c in frame.columns if c == "value" or c.startswith("values_")]
     first = [c for c in ("number", "state", *values) if c in frame]
     return frame[first + [c for c in frame.columns if c not in first]]

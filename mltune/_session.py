@@ -140,10 +140,31 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
 
 
 def final_metrics(sc: StudyConfig, outcome: dict[str, Any]) -> dict[str, float]:
-    """The metrics a trained model's run gets once training ends."""
-    return {f"best_{sc.metric}": outcome["best_value"], "best_epoch": outcome["best_epoch"],
+    """The metrics a trained model's run gets once training ends (``best_epoch`` counts from
+    1, as the console and the metric steps do)."""
+    return {f"best_{sc.metric}": outcome["best_value"], "best_epoch": outcome["best_epoch"] + 1,
             "epochs_run": outcome["epochs_run"], "train_seconds": outcome["train_seconds"],
             "param_count": outcome["param_count"]}
+
+
+def log_epoch(tracker: Tracker, run_id: str, epoch: int, metrics: dict[str, float]) -> None:
+    """One epoch's metrics, at step ``epoch + 1``: epochs count from 1 wherever a user sees
+    them (the console, Optuna's intermediate values, ``mltune.pruned_at_epoch``)."""
+    tracker.log_metrics(run_id, metrics, step=epoch + 1)
+
+
+def log_kept_epoch(tracker: Tracker, run_id: str, outcome: dict[str, Any]) -> None:
+    """The kept model is the best epoch's, not the last one's: log that epoch's metrics once
+    more as the last step (as MLflow's Keras autologging does when EarlyStopping restores the
+    best weights), so each metric column of the runs table shows the kept model's value and
+    sorting by the study metric ranks trials as Optuna does."""
+    best, run = outcome["best_epoch"], outcome["epochs_run"]
+    if best < 0 or best >= run - 1:
+        return
+    history: dict[str, list[float]] = outcome["history"]
+    metrics = {k: v[best] for k, v in history.items()
+               if k != "epoch_seconds" and len(v) > best}
+    tracker.log_metrics(run_id, metrics, step=run + 1)
 
 
 class _TrainLink:
@@ -160,7 +181,7 @@ class _TrainLink:
         self.session.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        self.session.tracker.log_metrics(self.run_id, metrics, step=epoch)
+        log_epoch(self.session.tracker, self.run_id, epoch, metrics)
         self.progress.epoch_ended(0, epoch, self.epochs, metrics)
         self.progress.message(f"epoch {epoch + 1}/{self.epochs}: " + " ".join(
             f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -169,6 +190,7 @@ class _TrainLink:
         self.outcome = outcome
         tracker, sc = self.session.tracker, self.session.config.study
         tracker.log_metrics(self.run_id, final_metrics(sc, outcome))
+        log_kept_epoch(tracker, self.run_id, outcome)
         if outcome.get("test"):
             tracker.log_metrics(self.run_id, {f"test_{k}": v for k, v in
                                               outcome["test"].items()})

@@ -247,7 +247,7 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
         study.sampler = create_sampler(dataclasses.replace(sc, seed=seed + len(study.trials)),
                                        config.search_space)
     _check_resumed_space(study, config)
-    if create and sc.multi_objective:
+    if create:  # optuna-dashboard and Optuna's plots label the objectives with these
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in sc.objectives])

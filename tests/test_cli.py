@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from mltune._cli import app
+from mltune._storage import open_storage
 
 runner = CliRunner()
 
@@ -291,3 +293,15 @@ def test_same_study_runs_under_jax(write_study, stores) -> None:
     mlflow.set_tracking_uri(stores["tracking_uri"])
     info = mlflow.models.get_model_info(f"models:/{model.model_id}")
     assert info.flavors["keras"]["keras_backend"] == "jax"
+
+
+def test_trials_of_a_study_whose_only_trial_is_running(tmp_path) -> None:
+    # Right after `mltune tune --workers 0` and a worker's first trial, or a Ctrl-C: no trial
+    # has a duration yet.
+    journal = str(tmp_path / "optuna_journal.log")
+    study = optuna.create_study(study_name="busy", storage=open_storage(journal))
+    study.ask()
+    code, out, err = invoke("trials", "busy", "--storage", journal, "--format", "json")
+    assert code == 0, out + err
+    (row,) = json.loads(out)
+    assert row["state"] == "RUNNING" and row["duration"] is None

@@ -90,7 +90,7 @@ def test_pruned_trial_is_killed_with_the_epoch_it_stopped_at(write_study, stores
         epoch = int(run.data.tags["mltune.pruned_at_epoch"])
         assert 1 <= epoch < 3 and t.user_attrs["epochs_run"] == epoch
         history = client.get_metric_history(run.info.run_id, "val_accuracy")
-        assert [m.step for m in history] == list(range(epoch))  # no wasted epochs
+        assert [m.step for m in history] == list(range(1, epoch + 1))  # no wasted epochs
         assert "best_val_accuracy" in run.data.metrics and "mlflow.log-model.history" not in (
             run.data.tags)
     for t in complete:

@@ -315,4 +315,4 @@ def test_pruning_decided_by_the_study_process_stops_the_trial_process(
     assert 1 <= epoch < 3 and pruned.user_attrs["epochs_run"] == epoch
     history = MlflowClient(stores["tracking_uri"]).get_metric_history(run.info.run_id,
                                                                       "val_accuracy")
-    assert [m.step for m in history] == list(range(epoch))
+    assert [m.step for m in history] == list(range(1, epoch + 1))

@@ -70,7 +70,7 @@ def test_every_trial_is_a_child_run(sampler: str, write_study, stores) -> None:
         assert child.data.params == {k: str(v) for k, v in trial.params.items()}
         assert EPOCH_METRICS | FINAL_METRICS <= set(child.data.metrics)
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
-        assert [m.step for m in history] == [0]
+        assert [m.step for m in history] == [1]
         assert child.data.metrics["best_val_accuracy"] == pytest.approx(trial.value)
 
     best = study.best_trial
@@ -108,15 +108,37 @@ def test_best_trial_model_is_logged_and_predicts(write_study, stores) -> None:
 
 
 def test_trial_value_is_the_best_epoch_not_the_last(write_study, stores) -> None:
-    path = write_study(training={"epochs": 4, "batch_size": 32},
-                       study={"n_trials": 2, "name": "epochs"})
+    # A high learning rate: validation accuracy goes up and down, so the best epoch (whose
+    # weights the trial keeps) is often not the last.
+    path = write_study(training={"epochs": 6, "batch_size": 32},
+                       study={"n_trials": 3, "name": "epochs"},
+                       search_space={"learning_rate": {"type": "float", "low": 0.03,
+                                                       "high": 0.08}})
     tune(load_config(path), **stores)
     client = MlflowClient(stores["tracking_uri"])
     study = load_study("epochs", stores["storage"])
+    assert study.metric_names == ["val_accuracy"]  # optuna-dashboard's label
+    kept_earlier = 0
     for trial in study.trials:
-        history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_accuracy")
-        assert sorted(m.step for m in history) == [0, 1, 2, 3]
+        run = client.get_run(trial.user_attrs["mlflow_run_id"])
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        best_epoch = int(run.data.metrics["best_epoch"])  # counted from 1
+        steps = [m.step for m in history]
+        value_at = {m.step: m.value for m in history}
         assert trial.value == pytest.approx(max(m.value for m in history))
+        assert value_at[best_epoch] == pytest.approx(trial.value)
+        # Each epoch at its step (1-based), reported to Optuna too (learning curves)...
+        assert steps[:6] == [1, 2, 3, 4, 5, 6]
+        assert trial.intermediate_values == pytest.approx(
+            {s: v for s, v in value_at.items() if s <= 6})
+        # ...and the kept epoch's metrics once more as the last step, when it is not the last
+        # epoch, so the runs table's val_accuracy (the latest value) is the trial's value.
+        assert steps[6:] == ([] if best_epoch == 6 else [7])
+        assert run.data.metrics["val_accuracy"] == pytest.approx(trial.value)
+        loss = client.get_metric_history(run.info.run_id, "val_loss")
+        assert loss[-1].value == pytest.approx(loss[best_epoch - 1].value)
+        kept_earlier += best_epoch < 6
+    assert kept_earlier  # the case this test is about happened
 
 
 def test_a_failing_trial_fails_alone(write_study, stores) -> None:
