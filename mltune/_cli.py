@@ -189,8 +189,18 @@ def tune(
         elif result.best_trial is not None:
             typer.echo(f"best {cfg.study.metric}={result.best_value:.4f}: trial "
                        f"{result.best_trial}, MLflow run {result.best_run_id}")
+        if result.best_params:
+            typer.echo("best params: " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in result.best_params.items()))
         typer.echo(f"parent run {result.parent_run_id} in experiment {result.experiment_id}; "
                    f"look at it with: {_ui_hint(tracking_uri, result.experiment_id)}")
+        if result.best_trial is not None and not register_as:
+            where = "".join(f" {opt} {value}" for opt, value in (
+                ("--storage", storage), ("--tracking-uri", tracking_uri)) if value)
+            typer.echo(f"next: mltune trials {result.study_name}{where}   (the table of trials)"
+                       f"\n      mltune register --study {result.study_name} --name MODEL"
+                       f"{where}   (register the best model)")
         if register_as:
             _echo_registration(mltune.register_best(
                 study_name=result.study_name, name=register_as, storage=storage,

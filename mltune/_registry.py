@@ -24,6 +24,9 @@ __all__ = ["register_best"]
 def register_best(*, study_name: str, name: str, storage: str | None = None,
                   tracking_uri: str | None = None, test_data: Any = None) -> Registration:
     """Register the best trial of study ``study_name`` as a new version of ``name``."""
+    from mltune._device import backend, native_logs_muted
+
+    backend()  # Keras imported with TensorFlow's start-up lines muted, before _trainer does
     from mltune._session import prepare
     from mltune._trainer import compile_model, evaluate, release
     from mltune._usercode import UserCode
@@ -59,10 +62,13 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     if not data.has_test:
         raise ConfigError("test_data", f"study {study_name!r} has no test split to evaluate "
                           "the model on; pass test_data=(x_test, y_test)")
-    model = tracker.load_keras_model(keras_uri)
-    if not model.compiled:
-        compile_model(model, config.settings, one_hot=data.one_hot)
-    test = {f"test_{k}": v for k, v in evaluate(model, data).items()}
+    # TensorFlow's C++ lines (CUDA probing at the first op) ignore TF_CPP_MIN_LOG_LEVEL:
+    # muted as in a study's trials; an exception still shows once the block is left.
+    with native_logs_muted():
+        model = tracker.load_keras_model(keras_uri)
+        if not model.compiled:
+            compile_model(model, config.settings, one_hot=data.one_hot)
+        test = {f"test_{k}": v for k, v in evaluate(model, data).items()}
     tracker.log_metrics(run_id, test)
     serving_uri = tracker.log_serving_model(
         run_id, model, input_shape=data.input_shape, class_names=list(data.class_names),

@@ -116,6 +116,10 @@ def test_tune_then_trials_in_three_formats(write_study, stores) -> None:
     assert "study cli-tpe: 2 trials (2 complete)" in out
     assert "best val_accuracy=" in out
     assert "[2/2] trial 1 COMPLETE val_accuracy=" in out
+    # The end names the best parameters and what to run next, with the same stores.
+    assert "\nbest params: " in out and "learning_rate=" in out
+    assert f"next: mltune trials cli-tpe --storage {stores['storage']} --tracking-uri " in out
+    assert "mltune register --study cli-tpe --name MODEL --storage " in out
 
     code, out, _ = invoke("trials", "cli-tpe", "--storage", stores["storage"])
     assert code == 0
@@ -222,6 +226,14 @@ def test_quickstart_from_a_shell(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "study digits-cnn: 3 trials (3 complete)" in proc.stdout
     assert len(client.search_runs([exp.experiment_id])) == 4
+    # The command the end of the study suggests; no TensorFlow C++ lines on the way.
+    assert "mltune register --study digits-cnn --name MODEL" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "mltune", "register", "--study", "digits-cnn", "--name",
+         "digits"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("registered digits version 1 as @champion")
+    assert proc.stderr == ""
 
 
 @pytest.mark.slow
