@@ -104,10 +104,11 @@ def project_runs(tracking_uri: str, experiment: str) -> tuple[object, list]:
 
 @pytest.mark.slow
 def test_mlflow_run_top_level_project_is_the_parent_run(stores) -> None:
-    mlflow_run([".", "--env-manager", "local", "--experiment-name", "top",
-                "-P", "sampler=tpe", "-P", "n_trials=2", "-P", "set=training.epochs=1",
-                "-P", f"storage={stores['storage']}", "-P", "study_name=top-tpe"],
-               stores["tracking_uri"])
+    proc = mlflow_run([".", "--env-manager", "local", "--experiment-name", "top",
+                       "-P", "sampler=tpe", "-P", "n_trials=2", "-P", "set=training.epochs=1",
+                       "-P", f"storage={stores['storage']}", "-P", "study_name=top-tpe",
+                       "-P", "workers=2"], stores["tracking_uri"])
+    assert "study top-tpe: 2 trials on 2 workers" in proc.stdout
     parent, children = project_runs(stores["tracking_uri"], "top")
     assert parent.data.tags["mlflow.source.type"] == "PROJECT"
     assert parent.data.tags["mlflow.project.entryPoint"] == "main"
