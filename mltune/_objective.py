@@ -91,9 +91,9 @@ class Objective:
         try:
             sampled = suggest_all(cfg.search_space, trial)
         except Exception as e:  # every trial would fail the same way: stop at once
-            self._stop(trial, ConfigError("search_space", f"Optuna cannot draw the "
-                                          f"parameters: {type(e).__name__}: {e}",
-                                          source=cfg.source))
+            self._stop(trial.study, ConfigError("search_space", f"Optuna cannot draw the "
+                                                f"parameters: {type(e).__name__}: {e}",
+                                                source=cfg.source))
             raise
         settings = cfg.params_for(sampled)
         slot = self.slots.get()
@@ -145,7 +145,7 @@ class Objective:
             self.errors[trial.number] = scrub(f"{type(e).__name__}: {e}")
             self._stop_if_tracking_down(trial, e)
             if isinstance(e, ConfigError):
-                self._stop(trial, e)
+                self._stop(trial.study, e)
             if stopping.is_set():  # Ctrl-C or SIGTERM stopped its process: not its fault
                 self.errors[trial.number] = "interrupted"
             elif self.fatal is None:
@@ -181,12 +181,11 @@ class Objective:
                 values.append(float(outcome["history"][o.metric][outcome["best_epoch"]]))
         return values
 
-    def _stop(self, trial: optuna.Trial | optuna.trial.FrozenTrial, error: MltuneError,
-              study: optuna.Study | None = None) -> None:
+    def _stop(self, study: optuna.Study, error: MltuneError) -> None:
         """End the study after the trials under way: ``error`` is what the user is told."""
         if self.stop_error is None:
             self.stop_error = error
-            (study or trial.study).stop()  # type: ignore[union-attr]
+            study.stop()
 
     def _count_failure(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """``study.max_consecutive_failures`` failed trials in a row (in this process) stop
@@ -200,10 +199,10 @@ class Objective:
         self.failed_in_row += 1
         if limit and self.failed_in_row >= limit:
             last = self.errors.get(trial.number, "unknown error")
-            self._stop(trial, MltuneError(
+            self._stop(study, MltuneError(
                 f"study {self.config.study.name}: {self.failed_in_row} trials in a row failed, "
                 f"the last with {last}; the study stops (study.max_consecutive_failures: "
-                f"{limit}, 0 never stops)"), study)
+                f"{limit}, 0 never stops)"))
 
     def _stop_if_tracking_down(self, trial: optuna.Trial, error: Exception) -> None:
         """MLflow retries a request for a while (MLFLOW_HTTP_REQUEST_MAX_RETRIES), so a brief

@@ -386,7 +386,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     parent = tracker.client.get_run(parent_run_id)
     tracker.experiment_id = parent.info.experiment_id
     if parent.info.status == "KILLED" and not os.environ.get(LAUNCHED_ENV):
-        tracker.client.update_run(parent_run_id, status="RUNNING")  # stopped, now resumed
+        tracker.reopen(parent_run_id)  # stopped by its last worker, now resumed
     grid_queue = bool(stored.user_attrs.get(Attr.STUDY_GRID_QUEUE))
     # Workers must not share a seed, or they would all sample the same points. A grid study
     # was enqueued whole; its sampler only matters for trials outside the queue.

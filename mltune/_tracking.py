@@ -262,7 +262,7 @@ class Tracker:
                                              if k not in run.data.params})
             return project_run_id
         if resume_run_id and self.run_exists(resume_run_id):
-            self.client.update_run(resume_run_id, status="RUNNING")
+            self.reopen(resume_run_id)
             self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
             self.set_tags(resume_run_id, tags)
             return resume_run_id
@@ -285,6 +285,10 @@ class Tracker:
 
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
+
+    def reopen(self, run_id: str) -> None:
+        """An ended run is RUNNING again: a study resumed under its parent run."""
+        self.client.update_run(run_id, status="RUNNING")
 
     def fail_pending_models(self, experiment_id: str) -> list[str]:
         """Logged models left PENDING by a process killed while logging them (``kill -9``,
