@@ -135,12 +135,20 @@ def column_headers(page: Any) -> list[str]:
     return [t.strip() for t in page.locator('[role="columnheader"]').all_inner_texts()]
 
 
-def open_artifact(page: Any, *path: str) -> Any:
-    """Click through the artifact tree to a file; returns the preview's <img> for images."""
-    for name in path:
+def open_artifact(page: Any, *path: str, unfolded: int = 0) -> Any:
+    """Click through the artifact tree to a file; returns the preview's <img> for images.
+
+    ``unfolded``: how many of the path's folders are open already (a click would fold them).
+    """
+    for name in path[unfolded:]:
         page.locator(f'[data-testid="artifact-tree-node"][artifact-name="{name}"]').click()
     page.get_by_title("/".join(path), exact=True).wait_for()  # the preview's heading
     return page.locator('img[src^="blob:"]').first
+
+
+def html_preview(page: Any) -> Any:
+    """The artifact viewer's preview of an HTML file: a sandboxed iframe on a blob: URL."""
+    return page.frame_locator(".mlflow-artifact-html-view iframe")
 
 
 def image_size(img: Any) -> tuple[int, int]:
@@ -273,11 +281,26 @@ def test_study_in_the_mlflow_ui(mlflow_server, browser, write_study, tmp_path) -
     close_assistant(page)
     img = open_artifact(page, "plots", "optimization_history.png")
     listed = {n.get_attribute("artifact-name") for n in tree.all()}
-    assert {"optimization_history.png", "parallel_coordinate.png"} <= listed, listed
+    assert {"optimization_history.png", "parallel_coordinate.png", "study.html"} <= listed, listed
     width, height = image_size(img)
     assert width > 200 and height > 200, (width, height)
     page.wait_for_timeout(500)  # let the tree's unfolding animation finish for the picture
     assert_real_png(save_screenshot(page, "ui-plot.png"), min_bytes=10_000)
+
+    # The interactive plots: one page, drawn by the plotly.js inside it (no internet here).
+    open_artifact(page, "plots", "study.html", unfolded=1)
+    frame = html_preview(page)
+    plots = frame.locator(".plot-container")
+    plots.first.wait_for()
+    frame.locator("#plot-learning_curves svg.main-svg").first.wait_for()
+    assert plots.count() == 5, plots.count()  # history, parallel, importances, slice, curves
+    axes = frame.locator("#plot-parallel_coordinate .xtick text").all_text_contents()
+    assert {"val_accuracy", "learning_rate", "filters"} <= set(axes), axes
+    curves = frame.locator("#plot-learning_curves .scatterlayer .trace")
+    assert curves.count() == 3, curves.count()  # one per trial
+    legend = frame.locator("#plot-learning_curves .legendtext").all_text_contents()
+    assert legend == ["trial-000", "trial-001", "trial-002"], legend
+    assert_real_png(save_screenshot(page, "ui-html-plot.png"), min_bytes=10_000)
 
     # The trials table opens too, with a column per sampled param.
     open_artifact(page, "trials.csv")
