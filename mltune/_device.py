@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
+from mltune._serving import native_logs_muted
 
 __all__ = ["backend", "configure_gpus", "device_name", "native_logs_muted", "runtime_started"]
-
-
-@contextlib.contextmanager
-def native_logs_muted() -> Iterator[None]:
-    """TensorFlow's C++ start-up lines (oneDNN, CUDA probing) ignore TF_CPP_MIN_LOG_LEVEL
-    before absl logging is initialised; when that variable asks for quiet, hold stderr's
-    file descriptor shut while TensorFlow starts."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
-        yield
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def backend() -> str:

@@ -2,18 +2,21 @@
 
 MLflow imports this module (shipped with the model as ``mltune_serving``) when the model is
 loaded by ``mlflow.pyfunc.load_model`` or served by ``mlflow models serve``. It imports
-Keras and NumPy only, so the model needs no mltune installation where it is served.
+Keras and NumPy only, so the model needs no mltune installation where it is served; MLflow,
+there wherever a python_function model is loaded, only for the error a bad input raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageClassifier", "to_batch"]
+__all__ = ["ImageClassifier", "native_logs_muted", "to_batch"]
 
 KERAS_FILE = "model.keras"
 META_FILE = "input.json"
@@ -24,21 +27,29 @@ def to_batch(data: Any, input_shape: tuple[int, ...]) -> np.ndarray:
 
     Accepts uint8 or float pixels as the training data stored them, with or without the
     channel axis (for one channel), a single image, nested lists (REST), or rows of
-    flattened pixels (a DataFrame or a 2-D array).
+    flattened pixels (a DataFrame or a 2-D array). Anything else raises ValueError naming
+    the expected shape and the one received.
     """
+    shape = tuple(input_shape)
     if hasattr(data, "to_numpy"):  # pandas DataFrame or Series
         data = data.to_numpy()
         if data.dtype == object:  # one column holding an image per row
-            data = np.stack([np.asarray(v) for v in data.ravel()])
-    x = np.asarray(data)
-    shape = tuple(input_shape)
+            data = [np.asarray(v) for v in data.ravel()]
+    try:
+        x = np.asarray(data)
+        if x.dtype == object:  # nested lists, as MLflow parses a REST request
+            x = np.asarray(x.tolist(), dtype=np.float32)
+    except (ValueError, TypeError):  # ragged lists, or values that are no numbers
+        raise ValueError(f"{_expected(shape)}, but got {_received(data)}") from None
     if len(shape) != 3:  # not images: a custom model's own input
         size = int(np.prod(shape))
         if x.shape == shape:
             x = x[None]
         elif x.ndim == 2 and x.shape[1] == size:
             x = x.reshape((len(x), *shape))
-        return x.astype(np.float32, copy=False)
+        if x.shape[1:] != shape:
+            raise ValueError(f"{_expected(shape)}, but got an array of shape {x.shape}")
+        return _floats(x, shape)
     h, w, c = shape
     if x.ndim == 2 and x.shape[1] == h * w * c:  # flattened rows
         x = x.reshape((len(x), *shape))
@@ -47,9 +58,46 @@ def to_batch(data: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     elif c == 1 and x.ndim == 3 and x.shape[1:] == (h, w):  # no channel axis
         x = x[..., None]
     if x.ndim != 4 or x.shape[1:] != shape:
-        raise ValueError(f"expected images of shape {shape} (or {shape[:2]} for one channel), "
-                         f"optionally flattened, but got an array of shape {x.shape}")
-    return x.astype(np.float32, copy=False)
+        raise ValueError(f"{_expected(shape)}, but got an array of shape {x.shape}")
+    return _floats(x, shape)
+
+
+def _floats(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return x.astype(np.float32, copy=False)
+    except (ValueError, TypeError):  # strings that are no numbers
+        kind = "str" if x.dtype.kind in "US" else x.dtype
+        raise ValueError(f"{_expected(shape)}, but got values of type {kind}") from None
+
+
+def _expected(shape: tuple[int, ...]) -> str:
+    if len(shape) != 3:
+        return f"expected inputs of shape {shape}, optionally flattened"
+    return (f"expected images of shape {shape} (or {shape[:2]} for one channel), "
+            "optionally flattened")
+
+
+def _received(data: Any) -> str:
+    """What a caller sent that is no array of numbers: nested lists of uneven lengths, with
+    the length of each level or its range (``(2, 8, 7..8)``), or values of another type."""
+    levels: list[tuple[int, int]] = []
+    items = [data]
+    while items and all(_is_sequence(v) for v in items):
+        lengths = [len(v) for v in items]
+        levels.append((min(lengths), max(lengths)))
+        items = [v for seq in items for v in seq]
+    mixed = any(_is_sequence(v) for v in items)  # numbers and lists side by side
+    dims = [str(lo) if lo == hi else f"{lo}..{hi}" for lo, hi in levels]
+    if levels and (mixed or any(lo != hi for lo, hi in levels)):
+        return (f"nested lists of uneven lengths, of shape ({', '.join(dims)}"
+                f"{', ...' if mixed else ''})")
+    kinds = sorted({type(v.item() if isinstance(v, np.ndarray) else v).__name__
+                    for v in items[:1000]})
+    return f"values of type {', '.join(kinds) or 'none'}"
+
+
+def _is_sequence(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim > 0)
 
 
 class ImageClassifier:
@@ -62,18 +110,53 @@ class ImageClassifier:
         self.class_names = class_names
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        x = to_batch(data, self.input_shape)
+        try:
+            x = to_batch(data, self.input_shape)
+        except ValueError as e:
+            # MLflow's scoring server answers an MlflowException with its own message and
+            # HTTP status (INVALID_PARAMETER_VALUE: 400); any other exception with a generic
+            # message. mlflow is there wherever MLflow loads this model.
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(str(e)) from None
         return np.asarray(self.model.predict(x, verbose=0), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def native_logs_muted() -> Iterator[None]:
+    """TensorFlow's C++ start-up lines (oneDNN, CUDA probing, at import and at the first op)
+    ignore TF_CPP_MIN_LOG_LEVEL; when that variable asks for quiet, hold stderr's file
+    descriptor shut meanwhile. (Here, as this module ships alone with a model; mltune's
+    other modules take it from ``mltune._device``.)"""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2":
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _load_pyfunc(path: str) -> ImageClassifier:
     import importlib
 
-    import keras
-
     with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
         meta = json.load(f)
-    for module in meta.get("modules", []):  # the user's code: registers its custom layers
-        importlib.import_module(module)
-    model = keras.saving.load_model(os.path.join(path, KERAS_FILE), compile=False)
-    return ImageClassifier(model, tuple(meta["input_shape"]), list(meta["class_names"]))
+    input_shape = tuple(meta["input_shape"])
+    # Quiet unless the user asks otherwise (as mltune's own commands are): a served model's
+    # log shows no TensorFlow start-up lines.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_logs_muted():
+        import keras
+
+        for module in meta.get("modules", []):  # the user's code: registers its custom layers
+            importlib.import_module(module)
+        model = keras.saving.load_model(os.path.join(path, KERAS_FILE), compile=False)
+        # One prediction, so the runtime's first-op lines (a GPU's libraries) are muted too
+        # and the first request pays no start-up.
+        model.predict(np.zeros((1, *input_shape), np.float32), verbose=0)
+    return ImageClassifier(model, input_shape, list(meta["class_names"]))

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
+from conftest import tiny_study
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from typer.testing import CliRunner
 
 from mltune import tune
@@ -38,10 +42,17 @@ def run_study(write_study, stores, name: str, **sections) -> None:
     tune(load_config(path), **stores)
 
 
-@pytest.fixture
-def registered(write_study, stores):
-    """A small study whose best model is registered as 'digits' (version 1, champion)."""
-    run_study(write_study, stores, "good", training={"epochs": 3, "batch_size": 32})
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A small study whose best model is registered as 'digits' (version 1, champion): made
+    once for this module's tests, which only read it (registering it again adds nothing)."""
+    folder = tmp_path_factory.mktemp("registered")
+    stores = {"tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+              "storage": str(folder / "optuna_journal.log")}
+    path = folder / "good.yaml"
+    path.write_text(yaml.safe_dump(tiny_study(study={"name": "good", "n_trials": 2},
+                                              training={"epochs": 3, "batch_size": 32})))
+    tune(load_config(path), **stores)
     code, out, err = register(stores, "good", "digits")
     assert code == 0, out + err
     return stores
@@ -70,15 +81,43 @@ def test_champion_predicts_raw_images_it_never_saw(registered, write_study) -> N
     images = data.x_test  # float pixels 0..16, with the channel axis
     expected = float(MlflowClient(registered["tracking_uri"]).get_model_version_by_alias(
         "digits", "champion").tags["test_accuracy"])
+    flat = pd.DataFrame(images.reshape(len(images), -1))  # a table of pixel columns
     for batch in (images, images[..., 0], images.astype(np.uint8),
-                  images[..., 0].astype(np.uint8), images.reshape(len(images), -1)):
+                  images[..., 0].astype(np.uint8), images.reshape(len(images), -1),
+                  flat.to_numpy(),
+                  np.array(images[..., 0].tolist(), dtype=object)):  # as REST's parsed
         probs = np.asarray(model.predict(batch))
         assert probs.shape == (len(images), 10)
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
         accuracy = float((probs.argmax(axis=1) == data.y_test).mean())
         assert accuracy == pytest.approx(expected, abs=1e-6)
-    one = np.asarray(model.predict(images[0, ..., 0]))
-    assert one.shape == (1, 10)
+    for one in (images[0, ..., 0], images[0].astype(np.uint8), images[0].reshape(1, -1)):
+        np.testing.assert_allclose(np.asarray(model.predict(one)),
+                                   np.asarray(model.predict(images[:1])), rtol=1e-5)
+    with pytest.raises(MlflowException,
+                       match=r"expected images of shape \(8, 8, 1\) .* got an array of "
+                             r"shape \(3, 8, 7\)"):
+        model.predict(images[:3, :, :7, 0])
+
+
+def test_registered_version_shows_its_input_schema(registered) -> None:
+    """The version's signature has an input: MLflow's tensor spec that lets any array through
+    (MLflow checks a tensor's dtype and rank exactly; the loader checks the shape itself). The
+    shape the spec cannot state is in the model's metadata, input example and description."""
+    mlflow.set_tracking_uri(registered["tracking_uri"])
+    info = mlflow.models.get_model_info("models:/digits/1")
+    assert info.signature.inputs is not None
+    assert [repr(spec) for spec in info.signature.inputs.inputs] == ["Tensor('object', (-1,))"]
+    assert info.signature.outputs.input_names() == ["probabilities"]
+    assert info.metadata["input_shape"] == [8, 8, 1]
+    assert info.metadata["class_names"] == [str(i) for i in range(10)]
+    model = mlflow.pyfunc.load_model("models:/digits/1")
+    assert info.metadata["input_dtype"] == "float32"  # the digits' pixels, 0..16
+    example = np.asarray(model.input_example)  # two test images, in the signature's dtype
+    assert example.shape == (2, 8, 8, 1)
+    assert np.asarray(model.predict(example)).shape == (2, 10)
+    version = MlflowClient(registered["tracking_uri"]).get_model_version("digits", "1")
+    assert "raw images of shape (8, 8, 1)" in version.description
 
 
 def test_new_version_is_champion_only_if_it_beats_the_champion(write_study, stores) -> None:
@@ -139,13 +178,33 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# What TensorFlow's C++ code prints at start-up (CUDA probing, CPU features, oneDNN).
+TF_NATIVE_LINES = ("cuda", "onednn", "tf_enable_onednn_opts", "this tensorflow binary is optimized",
+                   "absl::initializelog", "cpu_feature_guard")
+
+
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations", data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 @pytest.mark.slow
 def test_champion_serves_predictions_over_rest(registered, write_study, tmp_path) -> None:
+    """``mlflow models serve`` of the champion: raw images in every JSON form, a wrong shape
+    answered with 400 and the expected shape, and no TensorFlow start-up lines in its log."""
     port = _free_port()
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "MLFLOW_TRACKING_URI": registered["tracking_uri"],
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
-    log = open(tmp_path / "serve.log", "w")  # closed in finally
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user runs it: the loader quiets TensorFlow
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "w")  # closed in finally
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -157,22 +216,38 @@ def test_champion_serves_predictions_over_rest(registered, write_study, tmp_path
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
                 break
             except OSError:
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()
+                assert server.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "mlflow models serve did not come up"
                 time.sleep(1)
         data = load_data(load_config(write_study()).data, seed=1)
         images = data.x_test[:16, ..., 0].astype(np.uint8)  # raw, no channel axis
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=json.dumps({"inputs": images.tolist()}).encode(),
-            headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = np.asarray(json.load(response)["predictions"])
-        assert predictions.shape == (16, 10)
         mlflow.set_tracking_uri(registered["tracking_uri"])
         local = np.asarray(mlflow.pyfunc.load_model("models:/digits@champion").predict(images))
-        np.testing.assert_allclose(predictions, local, rtol=1e-4, atol=1e-6)
+        for payload in ({"inputs": images.tolist()},
+                        {"instances": images[..., None].astype(np.float32).tolist()},
+                        {"inputs": images.reshape(16, -1).tolist()}):  # flattened rows
+            status, body = _post(port, payload)
+            assert status == 200, body
+            predictions = np.asarray(body["predictions"])
+            assert predictions.shape == (16, 10)
+            np.testing.assert_allclose(predictions, local, rtol=1e-4, atol=1e-6)
+
+        status, body = _post(port, {"inputs": images[:, :, :7].tolist()})
+        assert status == 400, body
+        assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert ("expected images of shape (8, 8, 1) (or (8, 8) for one channel), optionally "
+                "flattened, but got an array of shape (16, 8, 7)") in body["message"]
+        status, body = _post(port, {"inputs": [images[0].tolist(), images[1, :7].tolist()]})
+        assert status == 400, body
+        assert ("expected images of shape (8, 8, 1) (or (8, 8) for one channel), optionally "
+                "flattened, but got nested lists of uneven lengths, of shape (2, 7..8, 8)"
+                ) in body["message"]
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
+    text = log_path.read_text()
+    assert "POST /invocations" in text  # the log is the server's
+    native = [line for line in text.splitlines() if any(s in line.lower()
+                                                         for s in TF_NATIVE_LINES)]
+    assert not native, text
