@@ -15,6 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from mltune._api import (
     load_config,
+    load_studies,
     load_study,
     load_trials,
     register_best,
@@ -46,6 +47,7 @@ __all__ = [
     "TrialError",
     "__version__",
     "load_config",
+    "load_studies",
     "load_study",
     "load_trials",
     "register_best",

@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["load_config", "load_study", "load_trials", "register_best", "run_worker", "train",
-           "tune"]
+__all__ = ["load_config", "load_studies", "load_study", "load_trials", "register_best",
+           "run_worker", "train", "tune"]
 
 StudySpec = Union[str, "os.PathLike[str]", Mapping[str, Any], Config, None]
 
@@ -142,8 +142,9 @@ def tune(
         optimizer, learning_rate, momentum, weight_decay, lr_schedule, lr_decay_rate,
             batch_size, epochs, early_stopping_patience, mixed_precision, jit_compile: the
             ``training:`` settings, fixed for every trial.
-        storage: Optuna storage: a database URL or a journal file (default
-            ``optuna_journal.log``).
+        storage: Optuna storage: a database URL or a journal file (default: the journal
+            file ``optuna_journal.log`` beside the MLflow store when that is a local file,
+            else in the current folder).
         tracking_uri: MLflow tracking URI (default: the one you set with
             ``mlflow.set_tracking_uri``/``MLFLOW_TRACKING_URI``, else
             ``sqlite:///mlflow.db``). The process-wide URI is never changed.
@@ -291,23 +292,38 @@ def run_worker(*, study_name: str, storage: str | None = None,
                    max_trials=max_trials)
 
 
-def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
-    """The Optuna study ``study_name`` from ``storage`` (default ``optuna_journal.log``).
+def load_study(study_name: str, storage: str | None = None, *,
+               tracking_uri: str | None = None) -> optuna.Study:
+    """The Optuna study ``study_name`` from ``storage``; by default the journal file beside
+    the MLflow store (``tracking_uri``, else the one set, else ``sqlite:///mlflow.db``), as
+    :func:`tune` chose it.
 
     Raises:
-        ConfigError: no such storage or study (the message lists the studies there).
+        ConfigError: no such storage or study (the message says where it looked and lists
+            the studies there).
     """
-    from mltune._storage import load_study as load
+    from mltune._study import find_study
 
-    return load(study_name, storage)
+    return find_study(study_name, storage, tracking_uri=tracking_uri)
 
 
-def load_trials(study_name: str, storage: str | None = None) -> pd.DataFrame:
+def load_trials(study_name: str, storage: str | None = None, *,
+                tracking_uri: str | None = None) -> pd.DataFrame:
     """The trials of a study as a table: number, state, value(s), params, duration, worker,
-    error and MLflow run id (``mltune trials`` prints it)."""
+    error and MLflow run id (``mltune trials`` prints it). Storage as :func:`load_study`."""
     from mltune._study import load_trials as load
 
-    return load(study_name, storage)
+    return load(study_name, storage, tracking_uri=tracking_uri)
+
+
+def load_studies(storage: str | None = None, *, tracking_uri: str | None = None
+                 ) -> pd.DataFrame:
+    """The studies in a storage (default as :func:`load_study`) as a table: name, trial
+    counts by state, metric and direction, best value and trial, MLflow experiment and
+    parent run (``mltune studies`` prints it)."""
+    from mltune._study import load_studies as load
+
+    return load(storage, tracking_uri=tracking_uri)
 
 
 def _config(study: StudySpec, *, model: Any, data: Any, validation_data: Any, test_data: Any,

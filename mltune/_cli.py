@@ -54,7 +54,8 @@ TrackingOpt = Annotated[Optional[str], typer.Option(
 StorageOpt = Annotated[Optional[str], typer.Option(
     "--storage", parser=_storage_str, envvar="MLTUNE_STORAGE", help="Optuna storage: a database "
     "URL (sqlite:///, postgresql://...) or a journal file path (default: $MLTUNE_STORAGE, "
-    "else optuna_journal.log).", show_default=False)]
+    "else optuna_journal.log beside the MLflow SQLite store, or in the current folder for a "
+    "tracking server).", show_default=False)]
 ExperimentOpt = Annotated[Optional[str], typer.Option(
     "--experiment", parser=_opt_str, help="MLflow experiment name (default: "
     "study.experiment, else the study name).", show_default=False)]
@@ -301,6 +302,7 @@ def _echo_registration(reg: Any) -> None:
 def trials(
     study: Annotated[str, typer.Argument(help="Study name.", show_default=False)],
     storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
     output_format: Annotated[str, typer.Option(
         "--format", help="table, csv or json.")] = "table",
     debug: DebugOpt = False,
@@ -308,25 +310,55 @@ def trials(
     """Print the trials of a study: number, state, value, params, MLflow run id."""
 
     def go() -> None:
-        from mltune import ConfigError
-
-        if output_format not in ("table", "csv", "json"):
-            raise ConfigError("--format", f"must be one of table, csv, json, but got "
-                              f"{output_format!r}")
         import mltune
 
-        frame = mltune.load_trials(study, storage)
-        if output_format == "csv":
-            typer.echo(frame.to_csv(index=False), nl=False)
-        elif output_format == "json":
-            typer.echo(frame.to_json(orient="records", date_format="iso", indent=2))
-        else:
-            import pandas as pd
-
-            with pd.option_context("display.max_columns", None, "display.width", 200):
-                typer.echo(frame.to_string(index=False) if not frame.empty else "no trials")
+        _check_format(output_format)
+        _echo_frame(mltune.load_trials(study, storage, tracking_uri=tracking_uri),
+                    output_format, empty="no trials")
 
     _run(debug, go)
+
+
+@app.command()
+def studies(
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    output_format: Annotated[str, typer.Option(
+        "--format", help="table, csv or json.")] = "table",
+    debug: DebugOpt = False,
+) -> None:
+    """Print the studies of a storage: trials by state, best value, MLflow experiment."""
+
+    def go() -> None:
+        import mltune
+
+        _check_format(output_format)
+        frame = mltune.load_studies(storage, tracking_uri=tracking_uri)
+        if output_format == "table":
+            frame = frame.drop(columns=["experiment_id"])
+        _echo_frame(frame, output_format, empty="no studies")
+
+    _run(debug, go)
+
+
+def _check_format(output_format: str) -> None:
+    from mltune import ConfigError
+
+    if output_format not in ("table", "csv", "json"):
+        raise ConfigError("--format", f"must be one of table, csv, json, but got "
+                          f"{output_format!r}")
+
+
+def _echo_frame(frame: Any, output_format: str, *, empty: str) -> None:
+    if output_format == "csv":
+        typer.echo(frame.to_csv(index=False), nl=False)
+    elif output_format == "json":
+        typer.echo(frame.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            typer.echo(frame.to_string(index=False) if not frame.empty else empty)
 
 
 def _ui_hint(tracking_uri: str | None, experiment_id: str | None = None) -> str:

@@ -52,11 +52,11 @@ class Tag:
 
 
 class Attr:
-    """Optuna user attrs: ``STUDY_*`` on the study, the others on each trial."""
+    """Optuna user attrs: ``STUDY_*`` on the study, the others on each trial. (The study
+    file is a study *system* attr, ``mltune._storage.CONFIG_ATTR``.)"""
 
     STUDY_PARENT_RUN = "mlflow_parent_run_id"
     STUDY_EXPERIMENT = "mlflow_experiment_id"
-    STUDY_CONFIG = "mltune_config"  # the study file as validated; workers rebuild from it
     STUDY_TARGET = "mltune_target_trials"  # workers run until the study has this many
     STUDY_GRID_QUEUE = "mltune_grid_queue"  # the grid was enqueued whole
     RUN_ID = "mlflow_run_id"

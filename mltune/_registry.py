@@ -15,8 +15,8 @@ from mltune._names import Attr, Tag
 from mltune._results import Registration
 from mltune._selection import best_trial
 from mltune._selection import rule as selection_rule
-from mltune._storage import load_study
-from mltune._tracking import CHALLENGER, CHAMPION
+from mltune._storage import load_study, resolve_storage, stored_config
+from mltune._tracking import CHALLENGER, CHAMPION, resolve_tracking_uri
 
 __all__ = ["register_best"]
 
@@ -31,8 +31,13 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     from mltune._trainer import compile_model, evaluate, release
     from mltune._usercode import UserCode
 
-    study = load_study(study_name, storage)
-    config = parse_config(study.user_attrs[Attr.STUDY_CONFIG], source=f"study {study_name!r}",
+    url, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
+    study, store = load_study(study_name, url, where=chosen)
+    raw = stored_config(study, store)
+    if raw is None:
+        raise ConfigError("--study", f"study {study_name!r} was not made by `mltune tune`: "
+                          "it has no study file to rebuild its model and data from")
+    config = parse_config(raw, source=f"study {study_name!r}",
                           for_study=False, data_given=test_data is not None)
     best = best_trial(study, config.study)
     if best is None:

@@ -23,8 +23,9 @@ from optuna.storages.journal import JournalFileOpenLock
 from mltune._errors import ConfigError
 from mltune._secrets import check_userinfo, redact, remember
 
-__all__ = ["DEFAULT_STORAGE", "StaleCallback", "check_sqlite", "existing_directions",
-           "load_study", "open_storage", "sqlite_lock"]
+__all__ = ["DEFAULT_STORAGE", "StaleCallback", "all_studies", "check_sqlite",
+           "create_study_once", "default_storage", "existing_directions", "load_study",
+           "open_storage", "resolve_storage", "sqlite_lock", "store_config", "stored_config"]
 
 try:
     import fcntl  # POSIX: locks the kernel releases when their process dies
@@ -32,9 +33,51 @@ except ImportError:  # Windows: Optuna's own journal lock, and no lock around st
     fcntl = None  # type: ignore[assignment]
 
 DEFAULT_STORAGE = "optuna_journal.log"
+CONFIG_ATTR = "mltune_config"  # the study file as validated (a study system attr)
 LOCK_WAIT_S = 120.0  # creating a store takes a second or two; a holder this slow is stuck
 
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+def default_storage(tracking_uri: str) -> str | None:
+    """The journal file beside the MLflow store, where that store is a local file: an SQLite
+    database (``sqlite:///dir/mlflow.db`` -> ``dir/optuna_journal.log``) or a file store
+    (``./mlruns`` -> ``./optuna_journal.log``). None for a tracking server or a database
+    elsewhere, whose studies live in the current folder.
+
+    So every command that uses the same tracking store finds the same studies, from any
+    folder: ``mlflow run projects/X`` runs in the project's folder with an absolute
+    ``sqlite:////.../mlflow.db``."""
+    from urllib.parse import unquote, urlparse
+
+    if tracking_uri.startswith("sqlite:///"):
+        database = unquote(tracking_uri[len("sqlite:///"):].split("?")[0])
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return str(Path(database).parent / DEFAULT_STORAGE)
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "file":
+        folder = Path(unquote(parsed.path))
+    elif "://" not in tracking_uri and ":" not in tracking_uri[1:3]:  # a plain folder path
+        folder = Path(tracking_uri)
+    else:
+        return None
+    return str(folder.parent / DEFAULT_STORAGE)
+
+
+def resolve_storage(storage: str | None, tracking_uri: str) -> tuple[str, str | None]:
+    """The Optuna storage to use and, when it was chosen for the user, where it comes from
+    (for messages): the one given, else the journal file beside the MLflow store
+    (:func:`default_storage`), else ``optuna_journal.log`` in the current folder."""
+    if storage:
+        return storage, None
+    beside = default_storage(tracking_uri)
+    if beside is not None:
+        return beside, f"the default: beside the MLflow store {redact(tracking_uri)}"
+    return DEFAULT_STORAGE, (f"the default: the current folder, as the MLflow store "
+                             f"{redact(tracking_uri)} is not a local file; pass --storage "
+                             "(or set MLTUNE_STORAGE) to share studies across folders "
+                             "and machines")
 
 
 def check_sqlite(url: str, key: str, *, write: bool = True) -> Path | None:
@@ -240,6 +283,39 @@ def _check_exists(url: str) -> None:
                           f"has no Optuna tables; {hint}")
 
 
+def create_study_once(storage: optuna.storages.BaseStorage, name: str,
+                      directions: list[str]) -> bool:
+    """Create study ``name`` unless it exists; True for the one process that created it
+    (of several starting at once: Optuna's storage refuses a second study of a name)."""
+    if existing_directions(storage, name) is not None:
+        return False
+    try:
+        storage.create_new_study(
+            directions=[optuna.study.StudyDirection[d.upper()] for d in directions],
+            study_name=name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def store_config(study: optuna.Study, storage: optuna.storages.BaseStorage,
+                 raw: dict[str, Any]) -> None:
+    """Keep the study file with the study (for ``mltune worker`` and ``mltune register``), as
+    a study *system* attr: user attrs are what ``optuna studies`` and optuna-dashboard show,
+    and a whole study file there makes them unreadable."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    storage.set_study_system_attr(study_id, CONFIG_ATTR, raw)
+
+
+def stored_config(study: optuna.Study, storage: optuna.storages.BaseStorage
+                  ) -> dict[str, Any] | None:
+    """The study file kept by :func:`store_config` (or, for a study made by mltune 0.x
+    before that, its user attr)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    raw = storage.get_study_system_attrs(study_id).get(CONFIG_ATTR)
+    return raw if raw is not None else study.user_attrs.get(CONFIG_ATTR)
+
+
 def existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
     """The directions of study ``name`` when it exists already, else None."""
     try:
@@ -249,15 +325,44 @@ def existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list
     return [d.name.lower() for d in storage.get_study_directions(study_id)]
 
 
-def load_study(study_name: str, storage: str | None = None) -> optuna.Study:
-    """An existing study; :class:`ConfigError` naming what exists when it does not. Nothing
+def load_study(study_name: str, storage: str, *, where: str | None = None
+               ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """An existing study and its storage; :class:`ConfigError` saying where it looked
+    (``where``: how the storage was chosen) and what exists there when it does not. Nothing
     is created: neither a journal file nor a database that is not there already."""
-    store = open_storage(storage, existing=True)
+    store = _open_existing(storage, where, f"no study named {study_name!r}: ")
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+        names = sorted(optuna.get_all_study_names(store))
         known = f"; studies there: {', '.join(names)}" if names else "; it holds no study"
         raise ConfigError("STUDY", f"no study named {study_name!r} in "
-                          f"{redact(storage or DEFAULT_STORAGE)}{known}") from None
-    return study
+                          f"{_where(storage, where)}{known}") from None
+    return study, store
+
+
+def all_studies(storage: str, *, where: str | None = None) -> list[optuna.Study]:
+    """Every study in an existing storage, by name."""
+    store = _open_existing(storage, where)
+    names = sorted(optuna.get_all_study_names(store))
+    return [optuna.load_study(study_name=name, storage=store) for name in names]
+
+
+def _open_existing(storage: str, where: str | None, context: str = ""
+                   ) -> optuna.storages.BaseStorage:
+    """An existing storage; one that is not there is an error saying where it was looked
+    for and, for a default one (``where``), why there."""
+    try:
+        return open_storage(storage, existing=True)
+    except ConfigError as e:
+        if where is None:
+            raise
+        raise ConfigError("--storage", f"{context}no Optuna storage at "
+                          f"{_where(storage, where)}") from e
+
+
+def _where(storage: str, where: str | None) -> str:
+    shown = redact(storage)
+    if "://" not in storage:
+        shown = str(Path(storage).resolve())
+    return f"{shown} ({where})" if where else shown

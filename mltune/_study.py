@@ -11,6 +11,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,16 @@ from mltune._secrets import redact, scrub_value
 from mltune._selection import best_trial as choose_best
 from mltune._selection import rule as selection_rule
 from mltune._session import Session, prepare
-from mltune._storage import DEFAULT_STORAGE, existing_directions, load_study, open_storage
+from mltune._storage import (
+    all_studies,
+    create_study_once,
+    existing_directions,
+    load_study,
+    open_storage,
+    resolve_storage,
+    store_config,
+    stored_config,
+)
 from mltune._trial_process import fork_blocker, stops_on_signals
 from mltune._usercode import UserCode
 
@@ -55,7 +65,7 @@ if TYPE_CHECKING:
     from mltune._tracking import Tracker
     from mltune._types import Config, StudyConfig
 
-__all__ = ["load_trials", "run_study", "run_worker"]
+__all__ = ["find_study", "load_studies", "load_trials", "run_study", "run_worker"]
 
 TrialCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
 
@@ -96,7 +106,11 @@ def run_study(
     for note in config.notes:
         progress.message(f"note: {note}")
     tracker = session.tracker
-    study = _open_study(session, storage, seed=sc.seed, create=True)
+    storage, chosen = resolve_storage(storage, tracker.uri)
+    if chosen and "current folder" in chosen:
+        progress.message(f"note: Optuna storage {storage} ({chosen})")
+    _check_project_experiment(config, tracker)
+    study, store, created = _open_study(session, storage, seed=sc.seed, create=True)
     tags = {
         Tag.STUDY_NAME: sc.name,
         Tag.SAMPLER: sc.sampler,
@@ -104,21 +118,13 @@ def run_study(
         Tag.DIRECTION: sc.direction,
         Tag.PRUNER: sc.pruner,
         Tag.VERSION: __version__,
-        Tag.STORAGE: redact(storage or DEFAULT_STORAGE),
+        Tag.STORAGE: redact(storage),
         Tag.BUILDER: session.builder_name,
     }
     if sc.multi_objective:
         tags[Tag.OBJECTIVES] = ", ".join(f"{o.metric} ({o.direction})" for o in sc.objectives)
-    from mltune._tracking import project_run_id
-
-    # Under `mlflow run` the run MLflow made for the project is the parent (no extra run).
-    parent_run_id = tracker.start_parent(
-        name=sc.name, tags=tags, params=config.fixed_settings(),
-        resume_run_id=study.user_attrs.get(Attr.STUDY_PARENT_RUN),
-        project_run_id=project_run_id())
-    study.set_user_attr(Attr.STUDY_PARENT_RUN, parent_run_id)
-    study.set_user_attr(Attr.STUDY_EXPERIMENT, tracker.ensure_experiment())
-    study.set_user_attr(Attr.STUDY_CONFIG, scrub_value(config.raw))
+    parent_run_id = _parent_run(study, created, config, tracker, tags, progress)
+    store_config(study, store, scrub_value(config.raw))
 
     n_trials = sc.n_trials
     if sc.sampler == "grid":
@@ -220,10 +226,11 @@ def _module_roots(*functions: Callable[..., Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-def _open_study(session: Session, storage: str | None, *, seed: int | None, create: bool
-                ) -> optuna.Study:
+def _open_study(session: Session, storage: str, *, seed: int | None, create: bool
+                ) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
     """The study with its sampler (seeded with ``seed``) and pruner, its lost trials failed
-    and their runs closed: the one setup of ``tune`` (``create``) and ``worker``."""
+    and their runs closed: the one setup of ``tune`` (``create``) and ``worker``. Also its
+    storage, and whether this process created the study."""
     config, tracker = session.config, session.tracker
     sc = config.study
     on_stale = stale_trial_handler(tracker, sc.retry_failed)
@@ -235,6 +242,7 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
         raise ConfigError(key, f"study {sc.name!r} already exists in the storage with "
                           f"direction(s) {', '.join(existing)}, but got "
                           f"{', '.join(sc.directions)}", source=config.source)
+    created = create and existing is None and create_study_once(store, sc.name, sc.directions)
     worker_sc = dataclasses.replace(sc, seed=seed)
     study = optuna.create_study(
         storage=store, sampler=create_sampler(worker_sc, config.search_space),
@@ -252,7 +260,93 @@ def _open_study(session: Session, storage: str | None, *, seed: int | None, crea
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([o.metric for o in sc.objectives])
     recover_lost_trials(study, tracker, on_stale)
-    return study
+    return study, store, created
+
+
+PARENT_WAIT_S = 30.0  # the creator of a study makes its parent run within a second or two
+
+
+def _parent_run(study: optuna.Study, created: bool, config: Config, tracker: Tracker,
+                tags: dict[str, str], progress: PlainProgress) -> str:
+    """The study's parent run, fixed when the study is created and never replaced: one
+    study, one experiment, one parent run, however its trials are added.
+
+    The process that created the study makes the parent (under ``mlflow run``: the
+    project's run) and records it with its experiment; every later start, concurrent or
+    not, resumes it in its experiment. Refused before any trial (:class:`ConfigError`):
+    an ``mlflow run`` whose run is not the study's parent, and an explicit experiment that
+    is not the study's.
+    """
+    from mltune._tracking import project_run_id
+
+    sc = config.study
+    project = project_run_id()
+    parent = study.user_attrs.get(Attr.STUDY_PARENT_RUN)
+    if parent is None and not created and not study.trials:
+        parent = _wait_for_parent(study, progress)
+    if parent is not None and tracker.run_exists(parent):
+        experiment_id = tracker.run_experiment(parent)
+        experiment = tracker.experiment_name_of(experiment_id)
+        if project and project != parent:
+            raise ConfigError("--study-name", (
+                f"study {sc.name!r} exists already, with its parent run {parent} in "
+                f"experiment {experiment!r}, and `mlflow run` made another run ({project}) "
+                f"for it: resume the study under its own run (mlflow run ... --run-id "
+                f"{parent}) or with `mltune tune`, or start a new study (-P study_name=NEW); "
+                f"then delete run {project}"), source=config.source)
+        if sc.experiment and sc.experiment != experiment:
+            raise ConfigError("--experiment", (
+                f"study {sc.name!r} records its runs in experiment {experiment!r} (fixed "
+                f"when it was created), but got {sc.experiment!r}: leave the experiment "
+                "out to resume it, or start a new study (--study-name NEW)"),
+                source=config.source)
+        tracker.resume_parent(parent, experiment_id, tags)
+        if not created:
+            progress.message(f"study {sc.name}: resumed under parent run {parent} in "
+                             f"experiment {experiment!r}")
+        return parent
+    if parent is not None:
+        progress.message(f"note: the parent run {parent} of study {sc.name} is deleted; "
+                         "a new one is made")
+    # Under `mlflow run` the run MLflow made for the project is the parent (no extra run).
+    parent = tracker.start_parent(name=sc.name, tags=tags, params=config.fixed_settings(),
+                                  project_run_id=project)
+    study.set_user_attr(Attr.STUDY_PARENT_RUN, parent)
+    study.set_user_attr(Attr.STUDY_EXPERIMENT, tracker.ensure_experiment())
+    return parent
+
+
+def _check_project_experiment(config: Config, tracker: Tracker) -> None:
+    """Under ``mlflow run``, the study's runs go to the experiment of the project's run: an
+    explicit other experiment is refused, before the study is made."""
+    from mltune._tracking import project_run_id
+
+    project, wanted = project_run_id(), config.study.experiment
+    if not project or not wanted:
+        return
+    experiment = tracker.experiment_name_of(tracker.run_experiment(project))
+    if experiment != wanted:
+        raise ConfigError("--experiment", (
+            f"under `mlflow run` the study's runs go to the experiment of the project's "
+            f"run ({experiment!r}), but got {wanted!r}: pass --experiment-name {wanted} "
+            "to mlflow run"), source=config.source)
+
+
+def _wait_for_parent(study: optuna.Study, progress: PlainProgress) -> str | None:
+    """The parent run of a study another process has just created, once that process has
+    recorded it; None if it has not after :data:`PARENT_WAIT_S` (it died first)."""
+    deadline = time.monotonic() + PARENT_WAIT_S
+    told = False
+    while time.monotonic() < deadline:
+        parent = study.user_attrs.get(Attr.STUDY_PARENT_RUN)
+        if parent is not None:
+            return str(parent)
+        if not told:
+            progress.message(f"study {study.study_name}: waiting for the process that "
+                             "created it to start its parent run")
+            told = True
+        time.sleep(0.2)
+    return None
 
 
 def _check_resumed_space(study: optuna.Study, config: Config) -> None:
@@ -370,9 +464,11 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     it has its target number (or this worker has run ``max_trials``); returns how many
     trials this worker ran."""
     from mltune._config import parse_config
+    from mltune._tracking import resolve_tracking_uri
 
-    stored = load_study(study_name, storage)
-    raw = stored.user_attrs.get(Attr.STUDY_CONFIG)
+    storage, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
+    stored, store = load_study(study_name, storage, where=chosen)
+    raw = stored_config(stored, store)
     target = stored.user_attrs.get(Attr.STUDY_TARGET)
     parent_run_id = stored.user_attrs.get(Attr.STUDY_PARENT_RUN)
     if raw is None or target is None or parent_run_id is None:
@@ -394,7 +490,7 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     if grid_queue:
         session.config = config = dataclasses.replace(
             config, study=dataclasses.replace(sc, sampler="random", sampler_options={}))
-    study = _open_study(session, storage, seed=seed, create=False)
+    study, _, _ = _open_study(session, storage, seed=seed, create=False)
     # A worker launched by `spawn` trains in its own process; one started by hand (on
     # another machine) forks its trials as `tune` does.
     fork = not os.environ.get(LAUNCHED_ENV) and _trial_process(sc, None, 1, progress) == "fork"
@@ -484,6 +580,58 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
     return result
 
 
-def load_trials(study_name: str, storage: str | None = None) -> Any:
+def load_trials(study_name: str, storage: str | None = None, *,
+                tracking_uri: str | None = None) -> Any:
     """The trials table of an existing study (a pandas DataFrame)."""
-    return trials_table(load_study(study_name, storage))
+    return trials_table(find_study(study_name, storage, tracking_uri=tracking_uri))
+
+
+def find_study(study_name: str, storage: str | None = None, *,
+               tracking_uri: str | None = None) -> optuna.Study:
+    """An existing study, in ``storage`` or, by default, beside the MLflow store."""
+    from mltune._tracking import resolve_tracking_uri
+
+    url, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
+    return load_study(study_name, url, where=chosen)[0]
+
+
+def load_studies(storage: str | None = None, *, tracking_uri: str | None = None) -> Any:
+    """Every study in ``storage`` (by default, beside the MLflow store): one row per study
+    with its trial counts, best value and MLflow experiment (a pandas DataFrame)."""
+    import pandas as pd
+
+    from mltune._tracking import Tracker, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    url, chosen = resolve_storage(storage, uri)
+    rows = []
+    for study in all_studies(url, where=chosen):
+        trials = study.get_trials(deepcopy=False)
+        counts = {state: sum(t.state.name.lower() == state for t in trials)
+                  for state in ("complete", "pruned", "fail", "running")}
+        best: Any = None
+        if len(study.directions) == 1 and counts["complete"]:
+            best = study.best_trial
+        names = study.metric_names or ["value"] * len(study.directions)
+        rows.append({
+            "study": study.study_name,
+            "trials": len(trials),
+            **counts,
+            "metric": ", ".join(f"{n} ({d.name.lower()})"
+                                for n, d in zip(names, study.directions, strict=True)),
+            "best_value": best.value if best is not None else None,
+            "best_trial": best.number if best is not None else None,
+            "experiment": None,
+            "experiment_id": study.user_attrs.get(Attr.STUDY_EXPERIMENT),
+            "parent_run_id": study.user_attrs.get(Attr.STUDY_PARENT_RUN),
+        })
+    frame = pd.DataFrame(rows, columns=[
+        "study", "trials", "complete", "pruned", "fail", "running", "metric", "best_value",
+        "best_trial", "experiment", "experiment_id", "parent_run_id"])
+    if not frame.empty:
+        ids = [str(e) for e in frame["experiment_id"].dropna().unique()]
+        names_of = Tracker(uri).experiment_names(ids)
+        frame["experiment"] = [names_of.get(str(e)) if isinstance(e, str) else None
+                               for e in frame["experiment_id"]]
+        frame["best_trial"] = frame["best_trial"].astype("Int64")
+    return frame

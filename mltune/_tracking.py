@@ -248,10 +248,9 @@ class Tracker:
         return run.info.lifecycle_stage == "active"
 
     def start_parent(self, *, name: str, tags: dict[str, str], params: dict[str, Any],
-                     resume_run_id: str | None = None, project_run_id: str | None = None
-                     ) -> str:
-        """The study's parent run: ``project_run_id`` (the run of ``mlflow run``) when given,
-        else ``resume_run_id`` reopened when it exists, else a new run."""
+                     project_run_id: str | None = None) -> str:
+        """A new study's parent run: ``project_run_id`` (the run of ``mlflow run``) when
+        given, else a new run in the study's experiment."""
         if project_run_id:
             run = self.client.get_run(project_run_id)
             self.experiment_id = run.info.experiment_id
@@ -261,15 +260,37 @@ class Tracker:
             self.log_params(project_run_id, {k: v for k, v in params.items()
                                              if k not in run.data.params})
             return project_run_id
-        if resume_run_id and self.run_exists(resume_run_id):
-            self.reopen(resume_run_id)
-            self.experiment_id = self.client.get_run(resume_run_id).info.experiment_id
-            self.set_tags(resume_run_id, tags)
-            return resume_run_id
         run = self.client.create_run(self.ensure_experiment(), run_name=name,
                                      tags=_clean_tags(_context_tags() | tags))
         self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def resume_parent(self, run_id: str, experiment_id: str, tags: dict[str, str]) -> None:
+        """A resumed study's parent run, RUNNING again, in its experiment (the study's)."""
+        self.experiment_id = experiment_id
+        if self.run_status(run_id) != "RUNNING":
+            self.reopen(run_id)
+        self.set_tags(run_id, tags)
+
+    def run_experiment(self, run_id: str) -> str:
+        return str(self.client.get_run(run_id).info.experiment_id)
+
+    def experiment_name_of(self, experiment_id: str) -> str:
+        return str(self.client.get_experiment(experiment_id).name)
+
+    def experiment_names(self, experiment_ids: list[str]) -> dict[str, str]:
+        """The names of those experiments that exist in the store; nothing for a local
+        store that is not there (looking creates nothing)."""
+        database = check_sqlite(self.uri, "--tracking-uri", write=False)
+        if database is not None and not database.is_file():
+            return {}
+        names = {}
+        for experiment_id in experiment_ids:
+            try:
+                names[experiment_id] = self.experiment_name_of(experiment_id)
+            except MlflowException:
+                continue
+        return names
 
     def start_child(self, parent_run_id: str, *, name: str, tags: dict[str, str],
                     params: dict[str, Any]) -> str:
@@ -401,8 +422,20 @@ class Tracker:
         """Log ``model`` as a python_function model that takes raw images in any usual form
         (see :mod:`mltune._serving`); returns its model URI.
 
-        Its signature states the output only: MLflow's input enforcement would reject the
-        uint8 and channel-less batches the loader accepts (it checks rank and dtype exactly).
+        Its input schema is ``Tensor('object', (-1,))``, the one tensor spec MLflow lets
+        through unchecked: it enforces any other spec's dtype and rank exactly, which would
+        turn away the uint8, channel-less, single and flattened images the loader accepts,
+        and REST's ragged lists before the loader could say what is wrong with them. The
+        loader checks the shape itself: a wrong one is HTTP 400 naming the expected shape.
+        What the spec cannot state is on the model: its metadata (``input_shape``;
+        ``input_dtype``, the training data's, whose value range the model expects;
+        ``class_names``: ``mlflow.models.get_model_info(uri).metadata``), its input example
+        (two test images) and the version's description. The price: MLflow passes a DataFrame
+        of several columns to no such spec, so flattened rows go as an array
+        (``df.to_numpy()``; over REST ``inputs`` or ``instances``, not ``dataframe_split``).
+        Marking the signature as made from type hints would skip MLflow's checks for every
+        form, but the server would then take ``inputs`` only, and the MLmodel would misstate
+        the model.
         """
         import mlflow.pyfunc
         import numpy as np
@@ -411,8 +444,13 @@ class Tracker:
 
         import mltune._serving as serving
 
-        signature = ModelSignature(outputs=Schema([TensorSpec(
-            np.dtype(np.float32), (-1, len(class_names)), name="probabilities")]))
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(object), (-1,))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(class_names)),
+                                       name="probabilities")]))
+        metadata = {"input_shape": list(input_shape),
+                    "input_dtype": str(np.asarray(example).dtype),
+                    "class_names": list(class_names)}
         with tempfile.TemporaryDirectory(prefix="mltune-serving-") as tmp:
             data = Path(tmp, "data")
             data.mkdir()
@@ -427,7 +465,7 @@ class Tracker:
             return self._log_to_run(
                 run_id, "serving_model", mlflow.pyfunc, loader_module="mltune_serving",
                 data_path=str(data), code_paths=[str(loader), *files], signature=signature,
-                input_example=example)
+                input_example=example, metadata=metadata)
 
     def register_version(self, name: str, model_uri: str, *, run_id: str,
                          tags: dict[str, Any], description: str) -> str:
