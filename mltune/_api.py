@@ -40,15 +40,17 @@ _STUDY_KEYS = {
     "experiment": "study.experiment", "heartbeat_interval": "study.heartbeat_interval",
     "grace_period": "study.grace_period", "retry_failed": "study.retry_failed",
     "max_consecutive_failures": "study.max_consecutive_failures",
-    "trial_process": "study.trial_process",
+    "trial_process": "study.trial_process", "warm_start": "study.warm_start",
     "validation_split": "data.validation_split", "test_split": "data.test_split",
     "max_samples": "data.max_samples", "num_classes": "data.num_classes",
     "label_column": "data.label_column", "image_size": "data.image_size",
-    "color_mode": "data.color_mode", "data_seed": "data.seed",
+    "color_mode": "data.color_mode", "data_seed": "data.seed", "resize": "data.resize",
+    "cache": "data.cache",
 }
 _TRAINING_KEYS = ("optimizer", "learning_rate", "momentum", "weight_decay", "lr_schedule",
                   "lr_decay_rate", "batch_size", "epochs", "early_stopping_patience",
-                  "mixed_precision", "jit_compile")
+                  "mixed_precision", "jit_compile", "warmup_epochs", "fine_tune_learning_rate",
+                  "metrics", "class_weight")
 
 
 def tune(
@@ -79,6 +81,7 @@ def tune(
     retry_failed: int | None = None,
     max_consecutive_failures: int | None = None,
     trial_process: str | None = None,
+    warm_start: Mapping[str, str] | None = None,
     validation_split: float | None = None,
     test_split: float | None = None,
     max_samples: int | None = None,
@@ -87,6 +90,8 @@ def tune(
     image_size: Sequence[int] | None = None,
     color_mode: str | None = None,
     data_seed: int | None = None,
+    resize: str | None = None,
+    cache: str | None = None,
     optimizer: str | None = None,
     learning_rate: float | None = None,
     momentum: float | None = None,
@@ -98,6 +103,10 @@ def tune(
     early_stopping_patience: int | None = None,
     mixed_precision: bool | None = None,
     jit_compile: bool | str | None = None,
+    warmup_epochs: int | None = None,
+    fine_tune_learning_rate: float | None = None,
+    metrics: Sequence[str] | None = None,
+    class_weight: str | Mapping[Any, float] | None = None,
     storage: str | None = None,
     tracking_uri: str | None = None,
     callbacks: Sequence[Any] = (),
@@ -133,15 +142,18 @@ def tune(
         study_name, metric, direction, objectives, sampler, sampler_options, pruner,
             pruner_options, selection_tolerance, n_trials, timeout, seed, experiment,
             heartbeat_interval, grace_period, retry_failed, max_consecutive_failures,
-            trial_process: the ``study:`` keys (README). ``trial_process="fork"`` (the
+            trial_process, warm_start: the ``study:`` keys (README). ``trial_process="fork"`` (the
             default on Linux) trains each trial in a process forked from this one;
             ``"none"`` in this process.
             ``metric`` may be any metric your compiled model reports (``val_auc``).
         validation_split, test_split, max_samples, num_classes, label_column, image_size,
-            color_mode, data_seed: the ``data:`` keys (``data_seed`` is ``data.seed``).
+            color_mode, data_seed, resize, cache: the ``data:`` keys (``data_seed`` is
+            ``data.seed``).
         optimizer, learning_rate, momentum, weight_decay, lr_schedule, lr_decay_rate,
-            batch_size, epochs, early_stopping_patience, mixed_precision, jit_compile: the
-            ``training:`` settings, fixed for every trial.
+            batch_size, epochs, early_stopping_patience, mixed_precision, jit_compile,
+            warmup_epochs, fine_tune_learning_rate, metrics, class_weight: the ``training:``
+            settings, fixed for every trial. The built-in model's settings (``backbone``,
+            ``weights``, ``augment_*``...) go in ``model_params``.
         storage: Optuna storage: a database URL or a journal file (default: the journal
             file ``optuna_journal.log`` beside the MLflow store when that is a local file,
             else in the current folder).

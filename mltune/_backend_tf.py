@@ -1,15 +1,16 @@
-"""What only TensorFlow does: the ``tf.data`` input pipeline for arrays, GPU memory growth
-and the GPU's name. The one module that imports ``tensorflow``; nothing here runs under
-another Keras backend."""
+"""What only TensorFlow does: the ``tf.data`` input pipelines for arrays and image files, GPU
+memory growth and the GPU's name. The one module that imports ``tensorflow``; nothing here runs
+under another Keras backend."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["array_inputs", "configure_gpus", "gpu_name", "runtime_started"]
+__all__ = ["array_inputs", "configure_gpus", "gpu_name", "image_files", "runtime_started"]
 
 # The data as TensorFlow tensors, made once per process and keyed by the arrays (the data
 # module keeps them for the process), and the batched validation sets built from them.
@@ -59,6 +60,74 @@ def array_inputs(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
         tf.data.Dataset.from_tensor_slices((_tensor(x_val), _tensor(y_val)))
         .batch(batch_size).cache().prefetch(auto)))
     return train, val
+
+
+# What tf.io.decode_image reads (first frame of a GIF); other files (TIFF) go through PIL.
+_NATIVE = r".*\.(png|jpe?g|bmp|gif|webp)"
+# Shuffled batches of a disk cache come from a buffer of this many images (the files are
+# cached in a seeded random order, so a window of it is well mixed).
+_DISK_SHUFFLE = 1024
+
+
+def image_files(paths: tuple[str, ...], labels: tuple[int, ...], *,
+                image_size: tuple[int, int], channels: int, resize: str, batch_size: int,
+                shuffle: bool, seed: int, cache: str | None,
+                decode: Callable[[bytes, int], np.ndarray]) -> Any:
+    """Batches of ``(images, labels)`` read from image files as they are needed.
+
+    Each file is read and decoded (``decode(path, channels)``, PIL, for what TensorFlow
+    cannot decode), converted to ``channels`` and resized to ``image_size`` by
+    ``keras.layers.Resizing`` (``resize``: stretch, or crop/pad to the aspect ratio), the
+    layer a served model's images pass through too. Pixels stay 0-255 (float32): the model
+    scales them. Only file names are held; decoded images are held only by a ``cache``:
+    None (none), "" (memory) or a file prefix (disk). ``shuffle``: a new order each epoch.
+    """
+    import keras
+    import tensorflow as tf
+
+    auto = tf.data.AUTOTUNE
+    height, width = image_size
+    resizing = keras.layers.Resizing(height, width, crop_to_aspect_ratio=resize == "crop",
+                                     pad_to_aspect_ratio=resize == "pad")
+
+    def native(path: Any) -> Any:
+        return tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+
+    def with_pil(path: Any) -> Any:
+        image = tf.numpy_function(lambda p: decode(p, 3), [path], tf.uint8, stateful=False)
+        return tf.reshape(image, tf.stack([tf.shape(image)[0], tf.shape(image)[1], 3]))
+
+    # A branch per image only where some file needs PIL: a cond in every element halves
+    # the images per second of an all-JPEG folder.
+    mixed = any(not re.fullmatch(_NATIVE, p.lower()) for p in paths)
+
+    def load(path: Any, label: Any) -> tuple[Any, Any]:
+        if mixed:
+            image = tf.cond(tf.strings.regex_full_match(tf.strings.lower(path), _NATIVE),
+                            lambda: native(path), lambda: with_pil(path))
+        else:
+            image = native(path)
+        image = tf.cast(image, tf.float32)
+        if channels == 1:
+            image = tf.round(tf.image.rgb_to_grayscale(image))
+        image = resizing(image)
+        image.set_shape((height, width, channels))
+        return image, label
+
+    files = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64)))
+    n = len(paths)
+    if cache is None:
+        if shuffle:  # file names only: a full shuffle costs no image memory
+            files = files.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        images = files.map(load, num_parallel_calls=auto)
+    else:
+        if shuffle:  # cached in one seeded order, reshuffled below
+            files = files.shuffle(n, seed=seed, reshuffle_each_iteration=False)
+        images = files.map(load, num_parallel_calls=auto).cache(cache)
+        if shuffle:
+            images = images.shuffle(n if cache == "" else min(n, _DISK_SHUFFLE), seed=seed,
+                                    reshuffle_each_iteration=True)
+    return images.batch(batch_size).prefetch(auto)
 
 
 def configure_gpus() -> None:

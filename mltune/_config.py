@@ -18,7 +18,7 @@ import yaml
 
 from mltune._errors import ConfigError
 from mltune._search_space import Categorical, Float, Int, Param, SearchSpace, grid_size
-from mltune._settings import SETTINGS, default_settings
+from mltune._settings import AUGMENT_KEYS, SETTINGS, default_settings
 from mltune._types import Config, DataConfig, ObjectiveSpec, StudyConfig
 
 __all__ = [
@@ -37,10 +37,19 @@ __all__ = [
 ]
 
 BUILTIN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+RESIZE_MODES = ("stretch", "crop", "pad")  # keras.layers.Resizing's (crop/pad_to_aspect_ratio)
+CACHE_MODES = ("none", "memory", "disk")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 # What a trial can be judged by: a training metric (at the best epoch), the model's size, and
 # its inference time per image.
 OBJECTIVE_METRICS = (*METRICS, "params", "latency_ms")
+# What training.metrics may list (mltune._metrics makes them); each is logged under its name
+# and as val_<name>, and may be a study metric. Precision, recall, F1 and AUC are macro
+# averages over the classes; top_k_accuracy counts the true class among the TOP_K likeliest.
+TRAINING_METRICS = ("accuracy", "auc", "precision", "recall", "f1_score", "top_k_accuracy")
+TOP_K = 5
+# training keys that are no searchable setting: lists and mappings, fixed for every trial.
+TRAINING_OPTIONS = ("metrics", "class_weight")
 SAMPLERS = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 TRIAL_PROCESSES = ("fork", "spawn", "none")  # mltune._trial_process.MODES
@@ -116,7 +125,8 @@ def load_config(
 
 # Keys whose relative paths are relative to the study file, and whether the path is the part
 # before ":" (a file.py:function reference).
-_PATH_KEYS = (("data", "source", False), ("data", "loader", True), ("model", "builder", True))
+_PATH_KEYS = (("data", "source", False), ("data", "loader", True), ("model", "builder", True),
+              ("model", "weights", False))
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -130,6 +140,8 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
         value = node.get(key)
         if not isinstance(value, str) or value in BUILTIN_DATASETS:
             continue
+        if key == "weights" and (value == "imagenet" or "builder" in node):
+            continue  # not a file; or a custom builder's own parameter
         path, sep, name = value.rpartition(":") if is_ref else (value, "", "")
         if is_ref and not path.endswith(".py"):
             continue  # package.module:function, found on sys.path
@@ -346,7 +358,10 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
     top.only(SECTIONS)
     model = _Reader(top.get("model"), "model", source)
     builder = model.string("builder")
-    study = _parse_study(_Reader(top.get("study"), "study", source), custom=builder is not None)
+    training = _Reader(top.get("training"), "training", source)
+    options = {"metrics": _parse_metrics(training), "class_weight": _parse_class_weight(training)}
+    study = _parse_study(_Reader(top.get("study"), "study", source), custom=builder is not None,
+                         metrics=options["metrics"] or ["accuracy"])
     data = _parse_data(_Reader(top.get("data"), "data", source), data_given=data_given)
 
     settings = default_settings() if builder is None else {
@@ -355,10 +370,16 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
     for section in ("model", "training"):
         reader = _Reader(top.get(section), section, source)
         custom = section == "model" and builder is not None
+        if section == "model" and not custom:
+            reader.raw = _flatten_augment(reader)
         if not custom:
-            reader.only([n for n, s in SETTINGS.items() if s.section == section])
+            reader.only([n for n, s in SETTINGS.items() if s.section == section]
+                        + (list(TRAINING_OPTIONS) if section == "training" else []))
         for name, value in reader.raw.items():
             if custom and name == "builder":
+                continue
+            if section == "training" and name in TRAINING_OPTIONS:
+                settings[name], explicit[name] = options[name], section
                 continue
             why = None if custom else SETTINGS[name].check(value)
             if why:
@@ -388,6 +409,8 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
                               f"{MAX_GRID_POINTS} points, but this one has {points} "
                               f"({counts}); use fewer values or another sampler",
                               source=source)
+    if builder is None:
+        _check_backbone(settings, space, source)
     from mltune._samplers import check_pruner, check_sampler
 
     notes: list[str] = []
@@ -407,6 +430,95 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
     )
 
 
+def _flatten_augment(r: _Reader) -> dict[str, Any]:
+    """``model:`` with ``augment: {rotation: 0.1, flip: horizontal}`` read as the flat settings
+    ``augment_rotation: 0.1``, ``augment_flip: horizontal`` (the names search_space uses)."""
+    raw = dict(r.raw)
+    if "augment" not in raw:
+        return raw
+    aug = _Reader(raw.pop("augment"), "model.augment", r.source)
+    aug.only(AUGMENT_KEYS)
+    for key, value in aug.raw.items():
+        name = f"augment_{key}"
+        if name in raw:
+            raise aug.error(key, f"is given twice: here and as model.{name}; keep one")
+        why = SETTINGS[name].check(value)
+        if why:
+            raise aug.error(key, why)
+        raw[name] = value
+    return raw
+
+
+def _values(name: str, settings: dict[str, Any], space: SearchSpace) -> list[Any]:
+    """Every value a built-in setting can take in this study: its searched choices, else its
+    fixed (or default) value."""
+    param = space.get(name)
+    if isinstance(param, Categorical):
+        return list(param.choices)
+    return [settings[name]]
+
+
+def _check_backbone(settings: dict[str, Any], space: SearchSpace, source: str) -> None:
+    """``model.weights`` of a keras.applications backbone: a file that exists, or ImageNet
+    weights that Keras has cached or can download, so no trial fails on them later."""
+    from mltune._settings import BACKBONES
+
+    backbones = [b for b in _values("backbone", settings, space) if b != "cnn"]
+    if not backbones:
+        return
+    for weights in _values("weights", settings, space):
+        if weights is None:
+            continue
+        where = "search_space.weights" if "weights" in space else "model.weights"
+        if weights != "imagenet":
+            if not weights.endswith(".h5"):
+                raise ConfigError(where, "must be imagenet, null or a weights file "
+                                  f"(.weights.h5 or .h5), but got {weights!r}", source=source)
+            if not Path(weights).is_file():
+                raise ConfigError(where, f"no such file: {weights}", source=source)
+            continue
+        missing = [b for b in backbones if not _keras_cached(str(BACKBONES[b]))]
+        if missing and not _can_download():
+            raise ConfigError(where, f"imagenet weights of {', '.join(missing)} are not in "
+                              f"Keras' cache ({_keras_home()}/models) and cannot be downloaded "
+                              "(no connection to storage.googleapis.com); give a local file "
+                              "instead, model.weights: path/to/file.weights.h5 (saved with "
+                              "save_weights from the keras.applications model built with "
+                              "include_top=False, or Keras' downloaded *_notop.h5 file), or "
+                              "weights: null for random initial weights", source=source)
+
+
+def _keras_home() -> str:
+    # Where Keras caches downloads (keras/src/backend/config.py), without importing Keras.
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    base = os.path.expanduser("~")
+    return os.path.join(base if os.access(base, os.W_OK) else "/tmp", ".keras")
+
+
+def _keras_cached(file_name: str) -> bool:
+    return Path(_keras_home(), "models", file_name).is_file()
+
+
+_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
+
+
+def _can_download(timeout: float = 3.0) -> bool:
+    """Whether Keras' weights host answers, through the proxy the environment names, as
+    Keras' own download would go."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(_DOWNLOAD_PROBE, method="HEAD"),
+                               timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True  # an answer, whatever its status
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 # Metrics Keras reports that are better when lower; every other metric is better higher.
 _LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hinge",
                     "divergence", "latency_ms", "params")
@@ -417,11 +529,59 @@ def _default_direction(metric: str) -> str:
     return "minimize" if any(w in metric for w in _LOWER_IS_BETTER) else "maximize"
 
 
+def _study_metrics(metrics: list[str]) -> tuple[str, ...]:
+    """What a model compiled with ``training.metrics`` reports, validation first."""
+    return (*(f"val_{m}" for m in metrics), "val_loss", *metrics, "loss")
+
+
+def _parse_metrics(r: _Reader) -> list[str] | None:
+    value = r.get("metrics")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise r.error("metrics", "must be a non-empty list of metric names from "
+                      f"{', '.join(TRAINING_METRICS)}, but got {value!r}")
+    for item in value:
+        if item not in TRAINING_METRICS:
+            hint = _closest(str(item), TRAINING_METRICS) if isinstance(item, str) else None
+            raise r.error("metrics", f"must list metric names from "
+                          f"{', '.join(TRAINING_METRICS)}, but got {item!r}"
+                          + (f"; did you mean {hint!r}?" if hint else ""))
+    if len(set(value)) != len(value):
+        raise r.error("metrics", f"must name each metric once, but got {value!r}")
+    return list(value)
+
+
+def _parse_class_weight(r: _Reader) -> Any:
+    """``balanced``, or a mapping of class (index or name) to a weight > 0; names are
+    matched to the data's classes when the data is loaded."""
+    value = r.get("class_weight")
+    if value is None or value == "balanced":
+        return value
+    if not isinstance(value, dict) or not value:
+        raise r.error("class_weight", "must be balanced or a mapping of class (index or "
+                      f"name) to a weight > 0, but got {value!r}")
+    for key, weight in value.items():
+        index = isinstance(key, int) and not isinstance(key, bool) and 0 <= key < MAX_CLASSES
+        if not (index or (isinstance(key, str) and key)):
+            raise r.error(f"class_weight.{key}", "must be a class index (0, 1, ...) or a "
+                          f"class name, but got {key!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                math.isfinite(weight) and weight > 0):
+            raise r.error(f"class_weight.{key}", f"must be a number > 0, but got {weight!r}")
+    return dict(value)
+
+
 def _metric(r: _Reader, key: str, default: str | None, allowed: tuple[str, ...],
             custom: bool) -> Any:
     """A metric name: one the built-in CNN reports, or with a custom builder any metric its
     compiled model reports (``val_auc``), checked when the first trial trains."""
     if not custom:
+        value = r.get(key, default)
+        name = value.removeprefix("val_") if isinstance(value, str) else None
+        if name in TRAINING_METRICS and value not in allowed:
+            raise r.error(key, f"{value} is not reported: add {name} to training.metrics, "
+                          f"or choose one of {', '.join(allowed)}")
         return r.string(key, default, choices=allowed)
     value = r.string(key, default)
     if value is not None and not _METRIC_NAME.match(value):
@@ -435,14 +595,15 @@ def _direction(r: _Reader, metric: str) -> str:
     direction is certain, the other one is an error: it would pick the worst model."""
     natural = _default_direction(metric)
     direction = r.string("direction", natural, choices=("minimize", "maximize"))
-    certain = metric.removeprefix("val_") in ("accuracy", "loss", "params", "latency_ms")
+    certain = metric.removeprefix("val_") in (*TRAINING_METRICS, "loss", "params", "latency_ms")
     if certain and direction != natural:
         raise r.error("direction", f"{metric} is to be {natural}d, but got {direction!r}, "
                       "which would pick the worst model")
     return str(direction)
 
 
-def _parse_objectives(r: _Reader, custom: bool) -> tuple[ObjectiveSpec, ...] | None:
+def _parse_objectives(r: _Reader, custom: bool, metrics: tuple[str, ...] = METRICS
+                      ) -> tuple[ObjectiveSpec, ...] | None:
     items = r.get("objectives")
     if items is None:
         return None
@@ -456,7 +617,7 @@ def _parse_objectives(r: _Reader, custom: bool) -> tuple[ObjectiveSpec, ...] | N
     for i, item in enumerate(items):
         o = _Reader(item, f"{r.prefix}.objectives[{i}]", r.source)
         o.only(["metric", "direction"])
-        allowed = METRICS if i == 0 else OBJECTIVE_METRICS
+        allowed = metrics if i == 0 else (*metrics, "params", "latency_ms")
         metric = _metric(o, "metric", None, allowed, custom)
         if metric is None:
             raise o.error("metric", f"must be set: one of {', '.join(allowed)}"
@@ -470,14 +631,16 @@ def _parse_objectives(r: _Reader, custom: bool) -> tuple[ObjectiveSpec, ...] | N
     return tuple(specs)
 
 
-def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
+def _parse_study(r: _Reader, *, custom: bool = False, metrics: list[str] | None = None
+                 ) -> StudyConfig:
     r.only(["name", "metric", "direction", "objectives", "sampler", "sampler_options",
             "pruner", "pruner_options", "selection_tolerance", "n_trials", "timeout", "seed",
             "experiment", "heartbeat_interval", "grace_period", "retry_failed",
-            "max_consecutive_failures", "trial_process"])
-    objectives = _parse_objectives(r, custom)
+            "max_consecutive_failures", "trial_process", "warm_start"])
+    reported = _study_metrics(metrics or ["accuracy"])
+    objectives = _parse_objectives(r, custom, reported)
     if objectives is None:
-        metric = _metric(r, "metric", "val_accuracy", METRICS, custom)
+        metric = _metric(r, "metric", "val_accuracy", reported, custom)
         objectives = (ObjectiveSpec(metric, _direction(r, metric)),)
     options = {}
     for key in ("sampler_options", "pruner_options"):
@@ -505,12 +668,30 @@ def _parse_study(r: _Reader, *, custom: bool = False) -> StudyConfig:
         retry_failed=r.integer("retry_failed", 0, low=0),
         max_consecutive_failures=r.integer("max_consecutive_failures", 5, low=0),
         trial_process=r.string("trial_process", "fork", choices=TRIAL_PROCESSES),
+        warm_start=_warm_start(r),
     )
+
+
+def _warm_start(r: _Reader) -> dict[str, str] | None:
+    """``study.warm_start``: ``{study: NAME, storage: URL?}`` or ``{experiment: NAME}``. That
+    the source exists is checked when the study runs (:mod:`mltune._warm_start`)."""
+    if r.get("warm_start") is None:
+        return None
+    w = _Reader(r.get("warm_start"), f"{r.prefix}.warm_start", r.source)
+    w.only(["study", "storage", "experiment"])
+    spec = {k: w.string(k) for k in ("study", "storage", "experiment") if k in w.raw}
+    if ("study" in spec) == ("experiment" in spec):
+        raise w.error("study", "give either study (an Optuna study) or experiment (an MLflow "
+                      f"experiment of mltune runs), one of them, but got {w.raw!r}")
+    if "storage" in spec and "study" not in spec:
+        raise w.error("storage", "goes with study: an experiment is read from the MLflow "
+                      "tracking store")
+    return spec
 
 
 def _parse_data(r: _Reader, *, data_given: bool = False) -> DataConfig:
     r.only(["source", "loader", "validation_split", "test_split", "max_samples", "num_classes",
-            "label_column", "image_size", "color_mode", "seed"])
+            "label_column", "image_size", "color_mode", "resize", "cache", "seed"])
     source = r.string("source")
     loader = r.string("loader")
     if source is not None and loader is not None:
@@ -533,6 +714,10 @@ def _parse_data(r: _Reader, *, data_given: bool = False) -> DataConfig:
         label_column=r.string("label_column", "label"),
         image_size=tuple(size) if size else None,
         color_mode=r.string("color_mode", None, choices=("grayscale", "rgb")),
+        # An image folder's only (ignored for arrays, .npz and .csv): how images of another
+        # aspect ratio meet data.image_size, and where decoded images are kept between epochs.
+        resize=r.string("resize", "stretch", choices=RESIZE_MODES),
+        cache=r.string("cache", "none", choices=CACHE_MODES),
         seed=r.integer("seed", low=0),
     )
 

@@ -7,6 +7,11 @@ final model, never to pick one.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import math
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +33,11 @@ _SPARSE = 4
 
 @dataclass(frozen=True)
 class Dataset:
-    """The data of a study, split. Arrays (``x_train``...) or, for data that streams from
-    disk, a batched ``tf.data.Dataset`` or ``keras.utils.PyDataset`` per split
-    (``train_stream``...), which Keras' ``fit`` takes as they are."""
+    """The data of a study, split. Arrays (``x_train``...) or, for data that streams, a
+    batched ``tf.data.Dataset`` or ``keras.utils.PyDataset`` per split (``train_stream``...),
+    which Keras' ``fit`` takes as they are: the user's (``streams``), or those of an image
+    ``folder``, made on first use in the process that reads them (the one that trains: a
+    parent that forks trials runs no TensorFlow op) and batched by ``batch_size``."""
 
     name: str
     input_shape: tuple[int, ...]
@@ -43,17 +50,56 @@ class Dataset:
     y_val: Any = None
     x_test: Any = None
     y_test: Any = None
-    train_stream: Any = None
-    val_stream: Any = None
-    test_stream: Any = None
+    streams: tuple[Any, Any, Any] = (None, None, None)  # the user's (train, val, test)
     one_hot: bool = False  # labels are one-hot rows (categorical loss), not class indices
+    folder: ImageFolder | None = None
+    batch_size: int = 32  # of the folder's streams (see batched)
+
+    @property
+    def train_stream(self) -> Any:
+        return self._stream(0)
+
+    @property
+    def val_stream(self) -> Any:
+        return self._stream(1)
+
+    @property
+    def test_stream(self) -> Any:
+        return self._stream(2)
+
+    @property
+    def class_counts(self) -> tuple[int, ...] | None:
+        """Training examples per class of an image folder (known from its file list); None
+        for other streams, whose labels are seen only by reading them."""
+        if self.folder is None:
+            return None
+        labels = self.folder.splits[0][1]
+        return tuple(labels.count(c) for c in range(self.num_classes))
+
+    def _stream(self, split: int) -> Any:
+        if self.folder is None:
+            return self.streams[split]
+        return self.folder.stream(split, self.batch_size)
+
+    def batched(self, batch_size: int) -> Dataset:
+        """This data with an image folder's streams batched by ``batch_size`` (a trial's);
+        other data as it is."""
+        if self.folder is None or batch_size == self.batch_size:
+            return self
+        return dataclasses.replace(self, batch_size=batch_size)
 
     @property
     def has_test(self) -> bool:
+        if self.folder is not None:
+            return bool(self.folder.splits[2][0])
         return self.x_test is not None or self.test_stream is not None
 
     def example(self, n: int) -> np.ndarray:
-        """The first ``n`` validation inputs as an array (model signatures, latency)."""
+        """The first ``n`` validation inputs as an array (model signatures, latency). An image
+        folder's are decoded and resized here with PIL, not by the backend: this may run in
+        the parent of forked trials."""
+        if self.folder is not None:
+            return self.folder.example(n)
         if self.x_val is not None:
             return np.asarray(self.x_val[:n])
         x, _ = _first_batch(self.val_stream)
@@ -279,8 +325,8 @@ def _streams(train: Any, validation_data: Any, test_data: Any, cfg: DataConfig, 
         name=type(train).__name__, input_shape=tuple(int(d) for d in x0.shape[1:]),
         num_classes=num_classes, pixel_max=_pixel_max(x0),
         class_names=tuple(str(i) for i in range(num_classes)),
-        x_val=xv, y_val=yv, x_test=xt, y_test=yt, train_stream=train, val_stream=val_stream,
-        test_stream=test_stream, one_hot=one_hot)
+        x_val=xv, y_val=yv, x_test=xt, y_test=yt, streams=(train, val_stream, test_stream),
+        one_hot=one_hot)
 
 
 def _count_classes(stream: Any, cfg: DataConfig, where: str) -> int:
@@ -310,9 +356,8 @@ def _load(cfg: DataConfig, seed: int | None) -> Dataset:
         if not path.exists():
             raise DataError(f"data.source: no such file or folder: {path}")
         if path.is_dir():
-            (x, y), names = _image_folder(path, cfg)
-            test = None
-        elif path.suffix.lower() == ".npz":
+            return _image_folder(path, cfg, seed)
+        if path.suffix.lower() == ".npz":
             (x, y), test = _npz(path)
         elif path.suffix.lower() == ".csv":
             (x, y), names = _csv(path, cfg)
@@ -408,50 +453,270 @@ def _npz(path: Path) -> tuple[tuple[Any, Any], tuple[Any, Any] | None]:
     return (arrays["x_train"], arrays["y_train"]), test
 
 
-def _image_folder(path: Path, cfg: DataConfig) -> tuple[tuple[Any, Any], tuple[str, ...]]:
+# Without data.image_size, images are used at their own size, which must be the same for all;
+# above this many pixels an image is refused (2000x2000 photos took 6 GB within seconds when
+# every image was loaded whole).
+MAX_PIXELS = 1024 * 1024
+# Images whose header is read while checking a folder (all of a small folder, else this many
+# spread over it): reading a header decodes no pixels, but 20,000 of them take seconds.
+_HEADERS = 50
+_GRAY_MODES = ("1", "L", "LA", "P;L", "F")  # and the I modes (16/32-bit grayscale)
+_SPLIT_NAMES = ("train", "val", "test")
+_STREAM_CACHE: dict[tuple[int, int, int], tuple[ImageFolder, Any]] = {}
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """An image folder's files, split by file: ``splits`` holds (paths, labels) of train, val
+    and test. Images are decoded, converted to ``channels`` and resized to ``image_size``
+    (height, width) as batches are read (:meth:`stream`), so memory does not grow with the
+    number of images; pixels keep their 0-255 range (as float32)."""
+
+    root: str
+    splits: tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]
+    image_size: tuple[int, int]
+    channels: int
+    resize: str  # stretch | crop | pad: keras.layers.Resizing's, in training and serving
+    cache: str  # none | memory | disk
+    seed: int
+
+    def stream(self, split: int, batch_size: int) -> Any:
+        """The batches of split ``split`` (0 train, shuffled each epoch; 1 val; 2 test): a
+        ``tf.data.Dataset`` under TensorFlow, else a ``keras.utils.PyDataset``; made once
+        per process and batch size."""
+        key = (id(self), split, batch_size)
+        hit = _STREAM_CACHE.get(key)
+        if hit is None or hit[0] is not self:
+            if len(_STREAM_CACHE) >= 8:
+                _STREAM_CACHE.clear()
+            hit = _STREAM_CACHE[key] = (self, self._make(split, batch_size))
+        return hit[1]
+
+    def _make(self, split: int, batch_size: int) -> Any:
+        import keras
+
+        paths, labels = self.splits[split]
+        if keras.backend.backend() == "tensorflow":
+            from mltune._backend_tf import image_files
+
+            return image_files(
+                paths, labels, image_size=self.image_size, channels=self.channels,
+                resize=self.resize, batch_size=batch_size, shuffle=split == 0,
+                seed=self.seed, cache=self._cache_path(split), decode=pil_pixels)
+        return _folder_batches(self, split, batch_size)
+
+    def _cache_path(self, split: int) -> str | None:
+        """None (no cache), "" (memory) or a file prefix for ``tf.data``'s disk cache: a
+        folder per file list and decoding, under the system's temporary folder. A finished
+        cache (``<prefix>.index``, no lock file) of the same files (names, times, sizes) is read
+        by every later process; one being
+        written belongs to its process (two writers of one prefix fail), and the unfinished
+        ones of processes that are gone are removed."""
+        if self.cache == "none":
+            return None
+        if self.cache == "memory":
+            return ""
+        paths = self.splits[split][0]
+        stamps = [(s.st_mtime_ns, s.st_size) for s in map(os.stat, paths)]  # changed files
+        digest = hashlib.sha256(repr((self.splits[split], stamps, self.image_size,
+                                      self.channels, self.resize)).encode()).hexdigest()[:16]
+        folder = Path(tempfile.gettempdir(), "mltune-cache", f"{Path(self.root).name}-{digest}")
+        folder.mkdir(parents=True, exist_ok=True)
+        name = _SPLIT_NAMES[split]
+        for index in sorted(folder.glob(f"{name}-*.index")):
+            prefix = str(index)[: -len(".index")]
+            if not list(folder.glob(f"{Path(prefix).name}*.lockfile")):
+                return prefix
+        for lock in folder.glob(f"{name}-*_0.lockfile"):
+            pid = lock.name[len(name) + 1: -len("_0.lockfile")]
+            if pid.isdigit() and not _alive(int(pid)):
+                for stale in folder.glob(f"{name}-{pid}*"):
+                    stale.unlink(missing_ok=True)
+        return str(folder / f"{name}-{os.getpid()}")
+
+    def example(self, n: int) -> np.ndarray:
+        """The first ``n`` validation images, decoded and resized with PIL (bilinear; the
+        backend's Resizing may differ by a few levels): model signatures, latency."""
+        paths = (self.splits[1][0] or self.splits[0][0])[:n]
+        return np.stack([_pil_resized(p, self) for p in paths])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pil_pixels(path: str | bytes, channels: int) -> np.ndarray:
+    """The pixels of the image at ``path`` as ``uint8`` (height, width, ``channels``), decoded
+    with PIL (first frame; 16/32-bit grayscale scaled, not clipped, to 8 bits)."""
+    from PIL import Image
+
+    with Image.open(os.fsdecode(path)) as img:
+        if img.mode.startswith("I"):
+            wide = np.asarray(img, dtype=np.float64)
+            top = 65535.0 if img.mode.startswith("I;16") else max(1.0, wide.max())
+            img = Image.fromarray(  # type: ignore[assignment]
+                np.clip(np.rint(wide / top * 255), 0, 255).astype(np.uint8), "L")
+        pixels = np.asarray(img.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
+    return pixels[..., None] if channels == 1 else pixels
+
+
+def _pil_resized(path: str, folder: ImageFolder) -> np.ndarray:
+    """float32 pixels of ``path`` at ``folder.image_size``, cropped or padded to its aspect
+    ratio first as ``keras.layers.Resizing`` does, with PIL (no backend op)."""
+    from PIL import Image
+
+    pixels = pil_pixels(path, folder.channels)
+    th, tw = folder.image_size
+    h, w = pixels.shape[:2]
+    if folder.resize == "crop":
+        ch = max(min(h, int(w * th / tw)), 1)
+        cw = max(min(w, int(h * tw / th)), 1)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        pixels = pixels[top: top + ch, left: left + cw]
+    elif folder.resize == "pad":
+        ph, pw = max(h, int(w * th / tw)), max(w, int(h * tw / th))
+        top, left = (ph - h) // 2, (pw - w) // 2
+        padded = np.zeros((ph, pw, pixels.shape[2]), np.uint8)
+        padded[top: top + h, left: left + w] = pixels
+        pixels = padded
+    img = Image.fromarray(pixels[..., 0] if folder.channels == 1 else pixels)
+    out = np.asarray(img.resize((tw, th), Image.Resampling.BILINEAR), dtype=np.float32)
+    return out[..., None] if folder.channels == 1 else out
+
+
+def _folder_batches(folder: ImageFolder, split: int, batch_size: int) -> Any:
+    """A ``keras.utils.PyDataset`` of a folder's split (backends other than TensorFlow):
+    each batch decoded with PIL and resized by ``keras.layers.Resizing``."""
+    import keras
+
+    resizing = keras.layers.Resizing(*folder.image_size,
+                                     crop_to_aspect_ratio=folder.resize == "crop",
+                                     pad_to_aspect_ratio=folder.resize == "pad")
+    paths, labels = folder.splits[split]
+    targets = np.asarray(labels, np.int64)
+
+    class FolderBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.order = np.arange(len(paths))
+            self.rng = np.random.default_rng(folder.seed)
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return math.ceil(len(paths) / batch_size)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            idx = self.order[i * batch_size: (i + 1) * batch_size]
+            x = np.stack([keras.ops.convert_to_numpy(resizing(
+                pil_pixels(paths[j], folder.channels).astype(np.float32))) for j in idx])
+            return x, targets[idx]
+
+        def on_epoch_end(self) -> None:
+            if split == 0:
+                self.order = self.rng.permutation(len(paths))
+
+    return FolderBatches()
+
+
+def _image_folder(path: Path, cfg: DataConfig, seed: int | None) -> Dataset:
+    """An image folder's files, split by file, with sizes and modes read from the headers of
+    some of them; no image is decoded here (see :class:`ImageFolder`)."""
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(classes) < 2:
         raise DataError(f"{path}: an image folder needs one sub-folder per class (at least 2), "
                         f"but has {len(classes)}")
-    files = [(f, label) for label, c in enumerate(classes) for f in sorted(c.iterdir())
-             if f.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
+    per_class = [sorted((f for f in c.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES
+                         and not f.name.startswith(".")), key=lambda f: f.name)
+                 for c in classes]
+    if not any(per_class):
         raise DataError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in its "
                         "class sub-folders")
-    used = {label for _, label in files}
-    empty = [c for label, c in enumerate(classes) if label not in used]
-    if empty:
-        raise DataError(f"{empty[0]}: a class sub-folder must hold at least one image "
-                        f"({', '.join(IMAGE_SUFFIXES)}), but has none")
-    mode = {"grayscale": "L", "rgb": "RGB"}.get(cfg.color_mode or "")
-    images, labels = [], []
-    size = (cfg.image_size[1], cfg.image_size[0]) if cfg.image_size else None
-    for f, label in files:
+    for c, files in zip(classes, per_class, strict=True):
+        if not files:
+            raise DataError(f"{c}: a class sub-folder must hold at least one image "
+                            f"({', '.join(IMAGE_SUFFIXES)}), but has none")
+    everything = [f for files in per_class for f in files]
+    step = max(1, len(everything) // _HEADERS)
+    size: tuple[int, int] | None = None
+    mode = None
+    for f in everything[::step][:_HEADERS] if len(everything) > _HEADERS else everything:
         try:
             with Image.open(f) as img:
-                if img.mode.startswith("I"):  # 16/32-bit grayscale: scale, don't clip, to 8 bits
-                    wide = np.asarray(img, dtype=np.float64)
-                    top = 65535.0 if img.mode.startswith("I;16") else max(1.0, wide.max())
-                    img = Image.fromarray(  # type: ignore[assignment]
-                        np.clip(np.rint(wide / top * 255), 0, 255).astype(np.uint8), "L")
-                if mode is None:
-                    mode = "L" if img.mode in ("1", "L", "LA") else "RGB"
-                img = img.convert(mode)  # type: ignore[assignment]
-                if size is None:
-                    size = img.size
-                elif img.size != size:
-                    if cfg.image_size is None:
-                        raise DataError(f"{f}: {img.size[0]}x{img.size[1]} pixels, but earlier "
-                                        f"images are {size[0]}x{size[1]}; set data.image_size "
-                                        "to resize them all")
-                    img = img.resize(size)  # type: ignore[assignment]
-                images.append(np.asarray(img, dtype=np.uint8))
+                got, got_mode = img.size, img.mode  # the header only: nothing is decoded
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{f}: not a readable image ({e})") from None
-        labels.append(label)
-    return (np.stack(images), np.asarray(labels)), tuple(c.name for c in classes)
+        if size is None:
+            size, mode = got, got_mode
+            if cfg.image_size is None and got[0] * got[1] > MAX_PIXELS:
+                raise DataError(
+                    f"{f}: {got[0]}x{got[1]} pixels, more than mltune uses at their own size "
+                    f"({MAX_PIXELS:,} pixels); set data.image_size: [height, width] (e.g. "
+                    "[224, 224]) to resize the images as they are read")
+        elif got != size and cfg.image_size is None:
+            raise DataError(f"{f}: {got[0]}x{got[1]} pixels, but earlier images are "
+                            f"{size[0]}x{size[1]}; set data.image_size to resize them all")
+    assert size is not None and mode is not None
+    channels = {"grayscale": 1, "rgb": 3}.get(cfg.color_mode or "", 0) or (
+        1 if mode in _GRAY_MODES or mode.startswith("I") else 3)
+    image_size = (cfg.image_size[0], cfg.image_size[1]) if cfg.image_size else (size[1], size[0])
+    num_classes = _class_count(cfg, str(path), np.arange(len(classes)))
+    splits = _split_files(per_class, cfg, 0 if seed is None else seed, str(path))
+    folder = ImageFolder(root=str(path), splits=splits, image_size=image_size,
+                         channels=channels, resize=cfg.resize, cache=cfg.cache,
+                         seed=0 if seed is None else seed)
+    names = tuple(c.name for c in classes)
+    return Dataset(name=path.name, input_shape=(*image_size, channels), num_classes=num_classes,
+                   pixel_max=255.0, class_names=names + tuple(
+                       str(i) for i in range(len(names), num_classes)), folder=folder)
+
+
+def _allot(counts: list[int], total: int) -> list[int]:
+    """``total`` shared among classes of ``counts`` items in proportion (largest remainders
+    first; ties to the first class), never more than a class has."""
+    n = sum(counts)
+    quotas = [c * total / n for c in counts]
+    shares = [min(c, math.floor(q)) for c, q in zip(counts, quotas, strict=True)]
+    order = sorted(range(len(counts)), key=lambda i: (-(quotas[i] - math.floor(quotas[i])), i))
+    for i in order * 2:
+        if sum(shares) >= total:
+            break
+        if shares[i] < counts[i]:
+            shares[i] += 1
+    return shares
+
+
+def _split_files(per_class: list[list[Path]], cfg: DataConfig, seed: int, where: str
+                 ) -> tuple[tuple[tuple[str, ...], tuple[int, ...]], ...]:
+    """(paths, labels) of train, val and test: each class's files in a seeded order, the
+    same share of every class held out (``data.test_split``, then ``data.validation_split``
+    of the rest), as many in all as the arrays' split would hold out."""
+    rng = np.random.default_rng(seed)
+    shuffled = [[files[i] for i in rng.permutation(len(files))] for files in per_class]
+    counts = [len(files) for files in shuffled]
+    n_test = _allot(counts, max(1, round(sum(counts) * cfg.test_split)))
+    rest = [c - t for c, t in zip(counts, n_test, strict=True)]
+    if cfg.max_samples is not None and sum(rest) > cfg.max_samples:
+        rest = _allot(rest, cfg.max_samples)
+    n_val = _allot(rest, max(1, round(sum(rest) * cfg.validation_split)))
+    if sum(rest) - sum(n_val) < 1:
+        raise DataError(f"{where}: {sum(rest)} training images are too few to hold out a "
+                        "validation split")
+    out: list[tuple[list[str], list[int]]] = [([], []), ([], []), ([], [])]
+    for label, files in enumerate(shuffled):
+        t, r, v = n_test[label], rest[label], n_val[label]
+        parts = (files[t + v: t + r], files[t: t + v], files[:t])  # train, val, test
+        for (paths, labels), part in zip(out, parts, strict=True):
+            paths.extend(str(f) for f in part)
+            labels.extend([label] * len(part))
+    return tuple((tuple(p), tuple(lab)) for p, lab in out)
 
 
 def _csv(path: Path, cfg: DataConfig) -> tuple[tuple[Any, Any], tuple[str, ...] | None]:

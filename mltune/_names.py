@@ -36,6 +36,7 @@ class Tag:
     BEST_TRIAL = "mltune.best_trial"
     BEST_RUN_ID = "mltune.best_run_id"
     SELECTION_RULE = "mltune.selection_rule"
+    WARM_START = "mltune.warm_start"  # the warm start's source and how many trials it gave
     # one trial's run
     TRIAL_NUMBER = "mltune.trial_number"
     STATE = "mltune.state"  # the Optuna trial state
@@ -56,6 +57,7 @@ class Attr:
     file is a study *system* attr, ``mltune._storage.CONFIG_ATTR``.)"""
 
     STUDY_PARENT_RUN = "mlflow_parent_run_id"
+    WARM_START = "mltune_warm_start"  # study: its source was read; trial: seeded from it
     STUDY_EXPERIMENT = "mlflow_experiment_id"
     STUDY_TARGET = "mltune_target_trials"  # workers run until the study has this many
     STUDY_GRID_QUEUE = "mltune_grid_queue"  # the grid was enqueued whole

@@ -7,6 +7,8 @@ its test accuracy beats the current champion's; otherwise it is the ``challenger
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from mltune._config import parse_config
@@ -28,7 +30,7 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
 
     backend()  # Keras imported with TensorFlow's start-up lines muted, before _trainer does
     from mltune._session import prepare
-    from mltune._trainer import compile_model, evaluate, release
+    from mltune._trainer import compile_model, evaluate, predicted_classes, release
     from mltune._usercode import UserCode
 
     url, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
@@ -53,7 +55,8 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     script = config.builder is not None and config.builder.startswith("__main__:")
     session = prepare(config, tracking_uri, user=UserCode(
         builder=_script_builder if script else None,
-        data=None if test_data is None else (test_data, test_data, test_data)))
+        data=None if test_data is None else (test_data, test_data, test_data)),
+        training=False)
     tracker, data = session.tracker, session.data
     if not tracker.run_exists(run_id):
         raise ConfigError("--tracking-uri", f"the best trial's MLflow run {run_id} is not in "
@@ -71,13 +74,21 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     # muted as in a study's trials; an exception still shows once the block is left.
     with native_logs_muted():
         model = tracker.load_keras_model(keras_uri)
-        if not model.compiled:
+        # The built-in model is compiled again: a saved model keeps only Keras' own metrics
+        # (mltune._trainer.compile_model), and training.metrics may name mltune's.
+        if not model.compiled or config.builder is None:
             compile_model(model, config.settings, one_hot=data.one_hot)
         test = {f"test_{k}": v for k, v in evaluate(model, data).items()}
+        classes = predicted_classes(model, data)
     tracker.log_metrics(run_id, test)
+    if classes is not None:
+        with tempfile.TemporaryDirectory(prefix="mltune-report-") as folder:
+            write_class_report(folder, *classes, class_names=list(data.class_names))
+            tracker.log_artifacts(run_id, folder)
     serving_uri = tracker.log_serving_model(
         run_id, model, input_shape=data.input_shape, class_names=list(data.class_names),
-        example=data.example(2) if data.x_test is None else data.x_test[:2], code=session.code)
+        example=data.example(2) if data.x_test is None else data.x_test[:2], code=session.code,
+        resize=data.folder.resize if data.folder is not None else None)
     release()
 
     parent = study.user_attrs.get(Attr.STUDY_PARENT_RUN, "")
@@ -112,6 +123,71 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
     tracker.set_alias(name, alias, version)
     return Registration(name=name, version=version, alias=alias, model_uri=serving_uri,
                         test_metrics=test, previous_champion=previous)
+
+
+REPORT_FILE = "per_class_report.csv"
+MATRIX_FILE = "confusion_matrix.csv"
+MATRIX_PLOT = "confusion_matrix.png"
+
+
+def write_class_report(folder: str, y_true: Any, y_pred: Any, *, class_names: list[str]
+                       ) -> None:
+    """Per-class precision, recall, F1 and support on the test split (``per_class_report.csv``,
+    one row per class, then the macro and weighted averages), and the confusion matrix, rows
+    the true class and columns the predicted one (``confusion_matrix.csv`` and ``.png``)."""
+    import csv
+
+    import numpy as np
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(class_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    with open(os.path.join(folder, REPORT_FILE), "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["class", "precision", "recall", "f1_score", "support"])
+        for i, name in enumerate(class_names):
+            out.writerow([name, f"{precision[i]:.6g}", f"{recall[i]:.6g}", f"{f1[i]:.6g}",
+                          int(support[i])])
+        total = int(support.sum())
+        for label, weights in (("macro avg", None), ("weighted avg", support)):
+            out.writerow([label, *(f"{np.average(v, weights=weights):.6g}" if total else "0"
+                                   for v in (precision, recall, f1)), total])
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    with open(os.path.join(folder, MATRIX_FILE), "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["true \\ predicted", *class_names])
+        for name, row in zip(class_names, matrix, strict=True):
+            out.writerow([name, *(int(v) for v in row)])
+    _plot_matrix(os.path.join(folder, MATRIX_PLOT), matrix, class_names)
+
+
+def _plot_matrix(path: str, matrix: Any, class_names: list[str]) -> None:
+    # A Figure of its own, not pyplot: no global backend or figure state is touched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(class_names)
+    side = min(4 + 0.45 * n, 40)
+    fig = Figure(figsize=(side + 1.5, side))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, ax=ax)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title("Confusion matrix on the test split")
+    if n <= 60:  # beyond, the labels would overlap
+        ax.set_xticks(range(n), class_names, rotation=90 if n > 10 else 0)
+        ax.set_yticks(range(n), class_names)
+    if n <= 30:
+        threshold = matrix.max() / 2 if matrix.size else 0
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > threshold else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _script_builder(*args: Any, **kwargs: Any) -> Any:

@@ -22,14 +22,88 @@ KERAS_FILE = "model.keras"
 META_FILE = "input.json"
 
 
-def to_batch(data: Any, input_shape: tuple[int, ...]) -> np.ndarray:
+def to_batch(data: Any, input_shape: tuple[int, ...], resize: str | None = None
+             ) -> np.ndarray:
     """A float32 batch of shape (N, H, W, C) from what a caller may send.
 
     Accepts uint8 or float pixels as the training data stored them, with or without the
     channel axis (for one channel), a single image, nested lists (REST), or rows of
     flattened pixels (a DataFrame or a 2-D array). Anything else raises ValueError naming
     the expected shape and the one received.
+
+    ``resize`` (a model trained on an image folder: stretch, crop or pad) also accepts
+    images of any size, one or a batch or a list of differing ones, grayscale, RGB or RGBA:
+    each is converted to the model's channels and resized as in training
+    (``keras.layers.Resizing``).
     """
+    try:
+        return _exact(data, input_shape)
+    except ValueError:
+        images = _loose_images(data) if resize is not None and len(input_shape) == 3 else None
+        if images is None:
+            raise
+    return _resized(images, tuple(input_shape), str(resize))
+
+
+_RESIZING: dict[tuple[int, int, str], Any] = {}
+
+
+def _loose_images(data: Any) -> list[np.ndarray] | None:
+    """The images in ``data``, each (h, w) or (h, w, channels) of its own size, or None."""
+    if hasattr(data, "to_numpy"):
+        data = data.to_numpy()
+        if data.dtype == object:
+            data = list(data.ravel())
+    if isinstance(data, np.ndarray) and data.dtype == object:
+        data = data.tolist()
+    try:
+        x = np.asarray(data, dtype=np.float32)
+    except (ValueError, TypeError):  # ragged: a list of images of differing sizes
+        x = None
+    if x is not None:
+        if x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (1, 3, 4)):
+            return [x]
+        return list(x) if x.ndim in (3, 4) and len(x) else None
+    if not isinstance(data, (list, tuple)) or not data:
+        return None
+    images = []
+    for item in data:
+        try:
+            image = np.asarray(item, dtype=np.float32)
+        except (ValueError, TypeError):
+            return None
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+            return None
+        images.append(image)
+    return images
+
+
+def _resized(images: list[np.ndarray], shape: tuple[int, ...], resize: str) -> np.ndarray:
+    import keras
+
+    h, w, c = shape
+    key = (h, w, resize)
+    if key not in _RESIZING:
+        _RESIZING[key] = keras.layers.Resizing(h, w, crop_to_aspect_ratio=resize == "crop",
+                                               pad_to_aspect_ratio=resize == "pad")
+    out = []
+    for image in images:
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[-1] == 4:  # RGBA: the alpha channel is dropped, as in training
+            image = image[..., :3]
+        if c == 3 and image.shape[-1] == 1:
+            image = np.repeat(image, 3, axis=-1)
+        elif c == 1 and image.shape[-1] == 3:  # ITU-R 601 luma, as training's conversion
+            image = np.round(image @ np.asarray([[0.2989], [0.587], [0.114]], np.float32))
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"{_expected(shape)} (of any size), but got an image of shape "
+                             f"{image.shape}")
+        out.append(keras.ops.convert_to_numpy(_RESIZING[key](image.astype(np.float32))))
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+def _exact(data: Any, input_shape: tuple[int, ...]) -> np.ndarray:
     shape = tuple(input_shape)
     if hasattr(data, "to_numpy"):  # pandas DataFrame or Series
         data = data.to_numpy()
@@ -103,15 +177,16 @@ def _is_sequence(value: Any) -> bool:
 class ImageClassifier:
     """Class probabilities (N, classes) for a batch of raw images."""
 
-    def __init__(self, model: Any, input_shape: tuple[int, ...], class_names: list[str]
-                 ) -> None:
+    def __init__(self, model: Any, input_shape: tuple[int, ...], class_names: list[str],
+                 resize: str | None = None) -> None:
         self.model = model
         self.input_shape = tuple(input_shape)
         self.class_names = class_names
+        self.resize = resize  # images of other sizes are resized so (see to_batch)
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> np.ndarray:
         try:
-            x = to_batch(data, self.input_shape)
+            x = to_batch(data, self.input_shape, self.resize)
         except ValueError as e:
             # MLflow's scoring server answers an MlflowException with its own message and
             # HTTP status (INVALID_PARAMETER_VALUE: 400); any other exception with a generic
@@ -159,4 +234,4 @@ def _load_pyfunc(path: str) -> ImageClassifier:
         # One prediction, so the runtime's first-op lines (a GPU's libraries) are muted too
         # and the first request pays no start-up.
         model.predict(np.zeros((1, *input_shape), np.float32), verbose=0)
-    return ImageClassifier(model, input_shape, list(meta["class_names"]))
+    return ImageClassifier(model, input_shape, list(meta["class_names"]), meta.get("resize"))

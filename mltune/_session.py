@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from mltune._trial_process import TrialLink
     from mltune._types import Config, StudyConfig
 
-__all__ = ["MODEL_FILE", "Session", "final_metrics", "prepare", "train_run", "train_trial"]
+__all__ = ["MODEL_FILE", "Session", "class_weights", "final_metrics", "prepare", "train_run",
+           "train_trial"]
 
 MODEL_FILE = "model.keras"
 
@@ -55,14 +56,15 @@ class Session:
 
 
 def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None = None,
-            callbacks: tuple[Any, ...] = (), fit_kwargs: dict[str, Any] | None = None
-            ) -> Session:
+            callbacks: tuple[Any, ...] = (), fit_kwargs: dict[str, Any] | None = None,
+            training: bool = True) -> Session:
     """The checks that come before anything is written: the tracking store, the user's
     builder and loader (imported), then the data (loaded once per process). Nothing here
     starts the backend's runtime or touches a GPU: trials may be forked from this process.
 
     ``user`` holds what was passed from Python (builder, loader, data); what it lacks is
-    imported or loaded as ``config`` says."""
+    imported or loaded as ``config`` says. ``training=False`` (registration: no model is
+    trained) skips what only training needs: ``training.class_weight``'s weights."""
     from mltune._data import from_python, load_data
     from mltune._device import backend
     from mltune._tracking import Tracker
@@ -88,11 +90,78 @@ def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None =
     if builder is None:
         from mltune._model import build_model
 
+        _check_backbones(config, dataset.input_shape)
         builder = functools.partial(build_model, pixel_max=dataset.pixel_max)
     else:
         code = code_paths(builder)
+    fit = dict(fit_kwargs or {})
+    weights = config.settings.get("class_weight")
+    if weights is not None and training:
+        if "class_weight" in fit:
+            raise ConfigError("fit_kwargs.class_weight", "training.class_weight is set too; "
+                              "give one of them", source=config.source)
+        fit["class_weight"] = class_weights(weights, dataset, source=config.source)
     return Session(config, tracker, dataset, builder=builder, code=code,
-                   callbacks=tuple(callbacks), fit_kwargs=dict(fit_kwargs or {}))
+                   callbacks=tuple(callbacks), fit_kwargs=fit)
+
+
+def class_weights(spec: Any, data: Dataset, *, source: str = "<config>") -> dict[int, float]:
+    """``training.class_weight`` as ``model.fit`` takes it: a weight for every class index.
+
+    ``balanced`` weighs class c by n_samples / (n_classes * count of c) in the training split
+    (scikit-learn's ``compute_class_weight("balanced")``); a mapping names classes by index or
+    name, and the classes it leaves out weigh 1."""
+    import numpy as np
+
+    n = data.num_classes
+    if spec == "balanced":
+        counts = _class_counts(data, source)
+        total = float(counts.sum())
+        return {c: (total / (n * float(counts[c])) if counts[c] else 1.0) for c in range(n)}
+    names = {name: i for i, name in enumerate(data.class_names)}
+    weights = dict.fromkeys(range(n), 1.0)
+    for key, weight in spec.items():
+        index = names.get(key) if isinstance(key, str) else key
+        if index is None and isinstance(key, str) and key.isdigit():
+            index = int(key)
+        if not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            shown = ", ".join(data.class_names[:20]) + (", ..." if n > 20 else "")
+            raise ConfigError(f"training.class_weight.{key}", f"must name a class of the data "
+                              f"(an index in 0..{n - 1} or a name: {shown}), but got {key!r}",
+                              source=source)
+        weights[int(index)] = float(weight)
+    return weights
+
+
+def _class_counts(data: Dataset, source: str) -> Any:
+    """How many training examples each class has: from the labels, or from the counts a
+    streamed data set knows (``Dataset.class_counts``)."""
+    import numpy as np
+
+    if data.y_train is not None:
+        y = np.asarray(data.y_train)
+        labels = y.argmax(axis=-1) if data.one_hot else y.reshape(-1).astype(np.int64)
+        return np.bincount(labels, minlength=data.num_classes)[:data.num_classes]
+    counts = data.class_counts
+    if counts is None:
+        raise ConfigError("training.class_weight", "balanced needs the number of training "
+                          "examples of each class, which this streamed data does not say; "
+                          "give a mapping of class to weight instead", source=source)
+    return np.asarray(counts, dtype=np.float64)
+
+
+def _check_backbones(config: Config, input_shape: tuple[int, ...]) -> None:
+    """Images that a keras.applications backbone of the study cannot take (too small, or
+    neither grey nor RGB) are an error before any run, not a failure of every trial."""
+    from mltune._model import backbone_input_error
+
+    param = config.search_space.get("backbone")
+    choices = param.grid() if param is not None else None
+    for backbone in choices or [config.settings["backbone"]]:
+        why = backbone_input_error(str(backbone), tuple(input_shape))
+        if why:
+            raise ConfigError("search_space.backbone" if param is not None else
+                              "model.backbone", why, source=config.source)
 
 
 def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
@@ -109,7 +178,8 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
 
     configure_gpus()
     link.started(device_name())
-    sc, data = session.config.study, session.data
+    # An image folder's streams are batched by the trial's batch size.
+    sc, data = session.config.study, session.data.batched(int(settings["batch_size"]))
     if seed is not None:
         # Before building, so the initial weights are seeded as well as shuffling and dropout.
         keras.utils.set_random_seed(seed)
@@ -117,7 +187,8 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
                   num_classes=data.num_classes)
     result = train(model, settings, data=data, metric=sc.metric,
                    maximize=sc.direction == "maximize", on_epoch=link.epoch,
-                   callbacks=session.callbacks, fit_kwargs=session.fit_kwargs)
+                   callbacks=session.callbacks, fit_kwargs=session.fit_kwargs,
+                   fine_tune=session.config.builder is None)
     outcome: dict[str, Any] = {
         "best_value": result.best_value, "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run, "train_seconds": result.train_seconds,

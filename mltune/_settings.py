@@ -11,12 +11,30 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["OPTIMIZERS", "SETTINGS", "Setting", "default_settings"]
+__all__ = ["AUGMENT_KEYS", "BACKBONES", "OPTIMIZERS", "SETTINGS", "Setting", "default_settings"]
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
 LR_SCHEDULES = ("constant", "cosine", "exponential", "plateau")
 ACTIVATIONS = ("relu", "elu", "gelu", "selu", "silu", "swish", "tanh", "leaky_relu")
 POOLINGS = ("max", "avg")
+FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
+# The backbones of the built-in model: ``cnn`` (mltune's own stack of convolution blocks) or a
+# keras.applications model, with the file name under which Keras caches its ImageNet weights
+# (without the classifier) in ~/.keras/models, so validation can tell whether they are there
+# without importing Keras.
+BACKBONES: dict[str, str | None] = {
+    "cnn": None,
+    "mobilenet_v3_small": "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
+    "mobilenet_v3_large": "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+    "efficientnet_b0": "efficientnetb0_notop.h5",
+    "efficientnet_b1": "efficientnetb1_notop.h5",
+    "efficientnet_b2": "efficientnetb2_notop.h5",
+    "efficientnet_b3": "efficientnetb3_notop.h5",
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "convnext_tiny": "convnext_tiny_notop.h5",
+}
+# ``model.augment: {rotation: 0.1}`` is short for ``model.augment_rotation: 0.1``.
+AUGMENT_KEYS = ("flip", "rotation", "zoom", "translation", "contrast", "brightness")
 
 Kind = Literal["int", "float", "bool", "str", "choice"]
 
@@ -97,6 +115,28 @@ SETTINGS: dict[str, Setting] = {
         _s("dense_units", "model", "int", 128, "units of the hidden dense layer (0: none)",
            low=0, high=65536),
         _s("l2", "model", "float", 0.0, "L2 weight decay of the kernels", low=0.0, high=1.0),
+        _s("backbone", "model", "str", "cnn", "the convolutional base: cnn (conv_blocks...) or "
+           "a keras.applications model", choices=tuple(BACKBONES)),
+        _s("weights", "model", "str", "imagenet", "initial weights of a keras.applications "
+           "backbone: imagenet, null (random) or a .h5/.weights.h5 file", nullable=True),
+        _s("head_pooling", "model", "str", "avg", "global pooling of a keras.applications "
+           "backbone's features", choices=POOLINGS),
+        _s("fine_tune_layers", "model", "int", 0, "top layers of a keras.applications backbone "
+           "unfrozen after the warm-up (0: frozen throughout, -1: all)", low=-1, high=100000),
+        _s("augment_flip", "model", "str", "none", "random flips in training",
+           choices=FLIPS),
+        _s("augment_rotation", "model", "float", 0.0,
+           "random rotation in training, a fraction of a full turn (0: off)", low=0.0, high=1.0),
+        _s("augment_zoom", "model", "float", 0.0,
+           "random zoom in training, a fraction of the size (0: off)", low=0.0, high=1.0,
+           high_exclusive=True),
+        _s("augment_translation", "model", "float", 0.0,
+           "random shift in training, a fraction of the size (0: off)", low=0.0, high=1.0),
+        _s("augment_contrast", "model", "float", 0.0,
+           "random contrast change in training, a fraction (0: off)", low=0.0, high=1.0),
+        _s("augment_brightness", "model", "float", 0.0,
+           "random brightness change in training, a fraction of the pixel range (0: off)",
+           low=0.0, high=1.0),
         # training
         _s("optimizer", "training", "str", "adam", "optimizer", choices=OPTIMIZERS),
         _s("learning_rate", "training", "float", 1e-3, "initial learning rate",
@@ -115,6 +155,12 @@ SETTINGS: dict[str, Setting] = {
         _s("early_stopping_patience", "training", "int", None,
            "stop after this many epochs without improvement of the study metric "
            "(null: never stop early)", low=0, high=100000, nullable=True),
+        _s("warmup_epochs", "training", "int", 1, "epochs that train the head alone, the "
+           "keras.applications backbone frozen, before fine_tune_layers are unfrozen",
+           low=0, high=100000),
+        _s("fine_tune_learning_rate", "training", "float", None, "learning rate once the "
+           "backbone's top layers are unfrozen (null: learning_rate / 10)",
+           low=0.0, high=10.0, nullable=True),
         _s("mixed_precision", "training", "bool", False,
            "mixed float16 compute with float32 weights (Keras policy mixed_float16): faster "
            "on GPUs with tensor cores, slower on CPUs"),

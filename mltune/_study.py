@@ -60,6 +60,12 @@ from mltune._storage import (
 )
 from mltune._trial_process import fork_blocker, stops_on_signals
 from mltune._usercode import UserCode
+from mltune._warm_start import (
+    WarmStart,
+    grid_points_left,
+    read_source,
+    seed,
+)
 
 if TYPE_CHECKING:
     from mltune._tracking import Tracker
@@ -110,6 +116,7 @@ def run_study(
     if chosen and "current folder" in chosen:
         progress.message(f"note: Optuna storage {storage} ({chosen})")
     _check_project_experiment(config, tracker)
+    warm = _warm_start(config, tracker, storage)
     study, store, created = _open_study(session, storage, seed=sc.seed, create=True)
     tags = {
         Tag.STUDY_NAME: sc.name,
@@ -125,10 +132,15 @@ def run_study(
         tags[Tag.OBJECTIVES] = ", ".join(f"{o.metric} ({o.direction})" for o in sc.objectives)
     parent_run_id = _parent_run(study, created, config, tracker, tags, progress)
     store_config(study, store, scrub_value(config.raw))
+    _seed(study, warm if created else None, config, tracker, parent_run_id, progress)
+    # A warm-started grid runs its unmeasured points from the queue: GridSampler hands out
+    # points by trial number, blind to the points of added trials.
+    warm_grid = sc.sampler == "grid" and Attr.WARM_START in study.user_attrs
 
     n_trials = sc.n_trials
     if sc.sampler == "grid":
-        remaining = unvisited_grid_points(study.sampler, study)
+        remaining = (grid_points_left(study, config.search_space) if warm_grid else
+                     unvisited_grid_points(study.sampler, study))
         if remaining is None:
             remaining = grid_size(config.search_space)
         n_trials = remaining if n_trials is None else min(n_trials, remaining)
@@ -138,14 +150,16 @@ def run_study(
         return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
                             slots, storage, trials_per_process,
                             python_path=_module_roots(user.builder, user.loader))
-    queue_only = len(slots) > 1 and sc.sampler == "grid" and bool(n_trials)
+    queue_only = (len(slots) > 1 or warm_grid) and sc.sampler == "grid" and bool(n_trials)
     if queue_only:
-        # Trials at once would race for grid points: each takes a queued one instead.
-        n_trials = enqueue_grid(study, config.search_space, limit=n_trials)
+        # Trials at once would race for grid points: each takes a queued one instead. (Points
+        # left queued by an interrupted session are run first, not queued twice.)
+        n_trials = (min(n_trials or 0, waiting(study)) if warm_grid and waiting(study) else
+                    enqueue_grid(study, config.search_space, limit=n_trials))
         study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
     objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
                           fork=mode == "fork", slots=slots, queue_only=queue_only)
-    done = len(study.trials)
+    done = sum(1 for t in study.trials if Attr.WARM_START not in t.user_attrs)
     status = "FAILED"
     try:
         progress.study_started(sc.name, n_trials, done)
@@ -314,6 +328,36 @@ def _parent_run(study: optuna.Study, created: bool, config: Config, tracker: Tra
     study.set_user_attr(Attr.STUDY_PARENT_RUN, parent)
     study.set_user_attr(Attr.STUDY_EXPERIMENT, tracker.ensure_experiment())
     return parent
+
+
+def _warm_start(config: Config, tracker: Tracker, storage: str) -> WarmStart | None:
+    """The trials ``study.warm_start`` gives a study about to be created, read and checked
+    before anything is written; None without one, or for a study that exists already (it
+    was seeded when it was created, or never will be)."""
+    if config.study.warm_start is None:
+        return None
+    try:
+        exists = existing_directions(open_storage(storage, existing=True),
+                                     config.study.name) is not None
+    except ConfigError:  # no storage yet: a new study
+        exists = False
+    return None if exists else read_source(config, tracker, storage)
+
+
+def _seed(study: optuna.Study, warm: WarmStart | None, config: Config, tracker: Tracker,
+          parent_run_id: str, progress: PlainProgress) -> None:
+    """Seed the study this process created with ``warm``'s trials, once, before any trial
+    is sampled; the parent run names the source (``mltune.warm_start``). Seeded trials have
+    no run of their own: their ``mlflow_run_id`` is the source's run, if any."""
+    if warm is not None:
+        seed(study, warm)
+        progress.message(f"note: {warm.note()}")
+    elif config.study.warm_start is not None and Attr.WARM_START not in study.user_attrs:
+        progress.message(f"note: study {config.study.name} exists already; study.warm_start "
+                         "seeds a study only when it is created (start a new one with "
+                         "--study-name NEW)")
+    if Attr.WARM_START in study.user_attrs:
+        tracker.set_tags(parent_run_id, {Tag.WARM_START: study.user_attrs[Attr.WARM_START]})
 
 
 def _check_project_experiment(config: Config, tracker: Tracker) -> None:
@@ -569,7 +613,8 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
     if sc.multi_objective:
         front = {t.number for t in study.best_trials}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if run_id := t.user_attrs.get(Attr.RUN_ID):
+            # A warm-start trial's run is the source's: another study's front.
+            if (run_id := t.user_attrs.get(Attr.RUN_ID)) and Attr.WARM_START not in t.user_attrs:
                 tracker.set_tags(run_id, {Tag.PARETO_FRONT: str(t.number in front).lower()})
     tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v
                                         for k, v in result.states.items()})

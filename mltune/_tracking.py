@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from mltune._errors import ConfigError, MltuneError
+from mltune._names import Tag
 from mltune._secrets import check_userinfo, redact, remember, scrub, scrub_files
 from mltune._storage import check_sqlite, sqlite_lock
 
@@ -237,6 +238,62 @@ class Tracker:
                 self.experiment_id = exp.experiment_id
         return self.experiment_id
 
+    def finished_trial_runs(self, experiment_name: str) -> list[dict[str, Any]] | None:
+        """The FINISHED, COMPLETE trial runs of mltune studies in an experiment (to warm-start
+        a study from), or None when the experiment does not exist or is deleted. Each:
+        ``run_id``, ``study`` (its ``mltune.study_name``), ``params`` and ``fixed`` (its
+        parent's params: the settings that were not searched), as MLflow keeps them
+        (strings), and its ``metrics`` (the last value of each)."""
+        exp = self.client.get_experiment_by_name(experiment_name)
+        if exp is None or exp.lifecycle_stage == "deleted":
+            return None
+        runs: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'",
+                                           max_results=1000, page_token=token,
+                                           order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        parents: dict[str, dict[str, str]] = {r.info.run_id: dict(r.data.params) for r in runs}
+        models = self._trial_models(exp.experiment_id)
+        found = []
+        for run in runs:
+            tags = run.data.tags
+            parent = tags.get(PARENT_RUN_ID)
+            if not parent or Tag.TRIAL_NUMBER not in tags or tags.get(
+                    Tag.STATE, "COMPLETE") != "COMPLETE":
+                continue
+            if parent not in parents:
+                try:
+                    parents[parent] = dict(self.client.get_run(parent).data.params)
+                except MlflowException:
+                    parents[parent] = {}
+            found.append({"run_id": run.info.run_id, "study": tags.get(Tag.STUDY_NAME),
+                          "params": dict(run.data.params), "fixed": parents[parent],
+                          "metrics": dict(run.data.metrics),
+                          "model_uri": models.get(run.info.run_id)})
+        return found
+
+    def _trial_models(self, experiment_id: str) -> dict[str, str]:
+        """Run id -> the URI of the trial model it logged (``model``, as :meth:`log_model`
+        names it), for the logged models of an experiment that were finalized."""
+        from mlflow.entities import LoggedModelStatus
+
+        models: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            page = self.client.search_logged_models([experiment_id], page_token=token)
+            for model in page:
+                if (model.name == "model" and model.source_run_id
+                        and model.status == LoggedModelStatus.READY):
+                    models[model.source_run_id] = f"models:/{model.model_id}"
+            token = page.token
+            if not token:
+                return models
+
     # -- runs -------------------------------------------------------------------------------
     def run_exists(self, run_id: str | None) -> bool:
         if not run_id:
@@ -417,10 +474,12 @@ class Tracker:
 
     def log_serving_model(self, run_id: str, model: keras.Model, *,
                           input_shape: tuple[int, ...], class_names: list[str],
-                          example: np.ndarray, code: tuple[list[str], list[str]] = ([], [])
-                          ) -> str:
+                          example: np.ndarray, code: tuple[list[str], list[str]] = ([], []),
+                          resize: str | None = None) -> str:
         """Log ``model`` as a python_function model that takes raw images in any usual form
-        (see :mod:`mltune._serving`); returns its model URI.
+        (see :mod:`mltune._serving`); returns its model URI. ``resize`` (stretch, crop or
+        pad: a model trained on an image folder) makes it take images of any size, resized
+        as in training.
 
         Its input schema is ``Tensor('object', (-1,))``, the one tensor spec MLflow lets
         through unchecked: it enforces any other spec's dtype and rank exactly, which would
@@ -450,7 +509,8 @@ class Tracker:
                                        name="probabilities")]))
         metadata = {"input_shape": list(input_shape),
                     "input_dtype": str(np.asarray(example).dtype),
-                    "class_names": list(class_names)}
+                    "class_names": list(class_names),
+                    **({"resize": resize} if resize else {})}
         with tempfile.TemporaryDirectory(prefix="mltune-serving-") as tmp:
             data = Path(tmp, "data")
             data.mkdir()
@@ -458,7 +518,7 @@ class Tracker:
             files, modules = code
             (data / serving.META_FILE).write_text(json.dumps(
                 {"input_shape": list(input_shape), "class_names": class_names,
-                 "modules": modules}))
+                 "modules": modules, "resize": resize}))
             # Shipped under a name of its own, so loading needs no mltune installation.
             loader = Path(tmp, "mltune_serving.py")
             shutil.copyfile(serving.__file__, loader)

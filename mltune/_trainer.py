@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mltune._data import Dataset
 
 __all__ = ["TrainResult", "compile_model", "evaluate", "fit_inputs", "latency_ms",
-           "make_optimizer", "output_spec", "release", "train"]
+           "make_optimizer", "output_spec", "predicted_classes", "release", "train"]
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -82,6 +82,7 @@ class _Epochs(keras.callbacks.Callback):
         self.best_epoch = -1
         self.best_weights: list[np.ndarray] | None = None
         self.epochs_run = 0
+        self.stopped_early = False
         self.history: dict[str, list[float]] = {}
         self._epoch = 0
         self._start = 0.0
@@ -124,21 +125,87 @@ class _Epochs(keras.callbacks.Callback):
             self.on_epoch(epoch, metrics)
         waited = epoch - self.best_epoch
         if self.patience is not None and waited > 0 and waited >= self.patience:
-            self.model.stop_training = True
+            self.model.stop_training = self.stopped_early = True
 
-    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+    def restore_best(self, model: keras.Model) -> None:
+        """Put back the best epoch's weights (after the last phase of training, not after
+        each ``fit``: fine-tuning goes on from the warm-up's last epoch)."""
         if self.best_weights is not None and self.best_epoch != self.epochs_run - 1:
-            self.model.set_weights(self.best_weights)
+            model.set_weights(self.best_weights)
 
 
 def compile_model(model: keras.Model, settings: dict[str, Any], *, steps_per_epoch: int = 1,
                   one_hot: bool = False) -> None:
     """The one compile recipe: the optimizer of ``settings``, cross-entropy on class indices
-    (or one-hot rows), accuracy. A model its builder compiled is not compiled again."""
+    (or one-hot rows), and the metrics of ``training.metrics`` (``settings["metrics"]``,
+    default accuracy; see :mod:`mltune._metrics`). A model its builder compiled is not
+    compiled again."""
+    made = _metrics_of(model, settings, one_hot)
     model.compile(optimizer=make_optimizer(settings, steps_per_epoch),
                   loss="categorical_crossentropy" if one_hot else
-                  "sparse_categorical_crossentropy", metrics=["accuracy"],
+                  "sparse_categorical_crossentropy", metrics=made,
                   jit_compile=settings.get("jit_compile", "auto"))
+    _keep_saved_metrics(model, made)
+
+
+def _metrics_of(model: keras.Model, settings: dict[str, Any], one_hot: bool) -> list[Any]:
+    from mltune._metrics import make_metrics
+
+    names = settings.get("metrics") or ["accuracy"]
+    outputs = getattr(model, "outputs", None)
+    num_classes = (int(outputs[0].shape[-1]) if outputs and len(outputs) == 1
+                   and outputs[0].shape[-1] is not None else None)
+    try:
+        return make_metrics(list(names), num_classes=num_classes, one_hot=one_hot)
+    except ValueError as e:
+        raise ConfigError("training.metrics", str(e)) from None
+
+
+def _keep_saved_metrics(model: keras.Model, made: list[Any]) -> None:
+    """Leave mltune's own metric classes out of what ``model.save`` writes: they matter
+    while training, and a model that names them would not load without mltune
+    (``mlflow.pyfunc.load_model`` in a bare environment). Keras keeps the arguments of
+    ``compile`` for ``get_compile_config``; there is no public way to save fewer."""
+    from mltune._metrics import saved_metrics
+
+    kept = saved_metrics(made)
+    config = getattr(model, "_compile_config", None)
+    if config is not None and len(kept) != len(made) and isinstance(
+            getattr(config, "config", None), dict):
+        config.config["metrics"] = kept
+
+
+def predicted_classes(model: keras.Model, data: Dataset, batch_size: int = 256
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The true and the predicted (most probable) class index of each test example, or None
+    for a model whose output is not one row of class scores per example."""
+    if data.test_stream is None:
+        scores = np.asarray(model.predict(data.x_test, batch_size=batch_size, verbose=0))
+        if scores.ndim != 2:
+            return None
+        return _class_indices(data.y_test, data.one_hot), scores.argmax(axis=-1)
+    trues, preds = [], []
+    for batch in _batches(data.test_stream):
+        scores = np.asarray(model.predict_on_batch(batch[0]))
+        if scores.ndim != 2:
+            return None
+        trues.append(_class_indices(batch[1], data.one_hot))
+        preds.append(scores.argmax(axis=-1))
+    return np.concatenate(trues), np.concatenate(preds)
+
+
+def _class_indices(y: Any, one_hot: bool) -> np.ndarray:
+    y = np.asarray(y)
+    return y.argmax(axis=-1) if one_hot else y.reshape(-1).astype(np.int64)
+
+
+def _batches(stream: Any) -> Any:
+    """The ``(x, y, ...)`` batches of a ``tf.data.Dataset`` (as NumPy) or a ``PyDataset``."""
+    if hasattr(stream, "as_numpy_iterator"):
+        return stream.as_numpy_iterator()
+    if hasattr(stream, "__getitem__") and hasattr(stream, "__len__"):
+        return (stream[i] for i in range(len(stream)))
+    return iter(stream)
 
 
 def train(
@@ -151,6 +218,7 @@ def train(
     on_epoch: EpochHook | None = None,
     callbacks: tuple[keras.callbacks.Callback, ...] = (),
     fit_kwargs: dict[str, Any] | None = None,
+    fine_tune: bool = False,
 ) -> TrainResult:
     """Fit ``model`` on ``data``; afterwards it holds the weights of the best epoch by
     ``metric``. An uncompiled model is compiled with :func:`compile_model`.
@@ -159,13 +227,21 @@ def train(
     training (a pruned trial). A non-finite loss stops training at the batch where it
     appears, with :class:`NonFiniteLossError`. ``callbacks`` (the user's) run before
     mltune's own; ``fit_kwargs`` go to ``model.fit`` (``class_weight``...).
+
+    ``fine_tune``: ``model`` is the built-in model, and an uncompiled one with a
+    keras.applications backbone trains in two phases (:func:`_phases`): the head alone for
+    ``warmup_epochs``, then with the backbone's top ``fine_tune_layers`` unfrozen at
+    ``fine_tune_learning_rate``. The epochs count on across the phases (``initial_epoch``),
+    so ``on_epoch``, early stopping and the best epoch see one sequence.
     """
+    from mltune._model import backbone_of
+
     batch_size = int(settings["batch_size"])
     stream = data.train_stream
     steps = max(1, math.ceil(len(data.x_train) / batch_size)) if stream is None else (
         len(stream) if hasattr(stream, "__len__") else 1)
-    if not model.compiled:
-        compile_model(model, settings, steps_per_epoch=steps, one_hot=data.one_hot)
+    backbone = backbone_of(model) if fine_tune and not model.compiled else None
+    phases = _phases(settings, backbone is not None)
     epochs = _Epochs(metric, maximize, settings["early_stopping_patience"], on_epoch)
     extra: list[keras.callbacks.Callback] = list(callbacks)
     if settings["lr_schedule"] == "plateau":
@@ -174,9 +250,20 @@ def train(
             factor=float(settings["lr_decay_rate"]), patience=1))
     start = time.perf_counter()
     x, y, val = fit_inputs(data, batch_size)
-    model.fit(x, y, batch_size=None if y is None else batch_size, shuffle=y is not None,
-              epochs=int(settings["epochs"]), validation_data=val,
-              callbacks=[*extra, epochs], verbose=0, **(fit_kwargs or {}))
+    for first, end, phase in phases:
+        if epochs.stopped_early:  # early stopping ends the sequence, in whichever phase
+            break
+        if backbone is not None:
+            unfreeze_top(backbone, phase["unfrozen"])
+        if backbone is not None or not model.compiled:
+            # Trainable flags are read when the train step is made: compile after setting
+            # them (a new optimizer, at this phase's learning rate).
+            compile_model(model, {**settings, **phase["settings"]}, steps_per_epoch=steps,
+                          one_hot=data.one_hot)
+        model.fit(x, y, batch_size=None if y is None else batch_size, shuffle=y is not None,
+                  initial_epoch=first, epochs=end, validation_data=val,
+                  callbacks=[*extra, epochs], verbose=0, **(fit_kwargs or {}))
+    epochs.restore_best(model)
     return TrainResult(
         best_value=epochs.best_value,
         best_epoch=epochs.best_epoch,
@@ -184,6 +271,42 @@ def train(
         train_seconds=time.perf_counter() - start,
         history=epochs.history,
     )
+
+
+def _phases(settings: dict[str, Any], fine_tune: bool
+            ) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(first epoch, end epoch, phase)`` for each ``fit``: one for a model without a
+    keras.applications backbone; else the warm-up (backbone frozen, ``unfrozen`` 0) and the
+    fine-tuning (its top ``fine_tune_layers`` unfrozen, -1: all), either of which may be
+    empty. ``phase["settings"]`` replaces settings of that phase's compile: the learning rate,
+    and the epochs a schedule spans."""
+    total = int(settings["epochs"])
+    if not fine_tune:
+        return [(0, total, {"unfrozen": 0, "settings": {}})]
+    layers = int(settings.get("fine_tune_layers", 0))
+    warmup = total if layers == 0 else min(int(settings.get("warmup_epochs", 1)), total)
+    rate = settings.get("fine_tune_learning_rate")
+    rate = float(settings["learning_rate"]) / 10 if rate is None else float(rate)
+    phases = []
+    if warmup > 0:
+        phases.append((0, warmup, {"unfrozen": 0, "settings": {"epochs": warmup}}))
+    if warmup < total:
+        phases.append((warmup, total, {"unfrozen": layers, "settings": {
+            "epochs": total - warmup, "learning_rate": rate}}))
+    return phases
+
+
+def unfreeze_top(backbone: keras.Model, layers: int) -> int:
+    """Freeze ``backbone`` but its top ``layers`` layers (-1: all of them); its
+    BatchNormalization layers stay frozen (and in inference mode). Returns how many layers
+    are trainable."""
+    backbone.trainable = layers != 0
+    count = len(backbone.layers) if layers < 0 else min(layers, len(backbone.layers))
+    top = len(backbone.layers) - count
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = i >= top and not isinstance(layer,
+                                                      keras.layers.BatchNormalization)
+    return sum(layer.trainable for layer in backbone.layers)
 
 
 def fit_inputs(data: Dataset, batch_size: int) -> tuple[Any, Any, Any]:

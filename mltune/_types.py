@@ -42,6 +42,8 @@ class StudyConfig:
     retry_failed: int = 0
     max_consecutive_failures: int = 5  # failed trials in a row that stop the study; 0: never
     trial_process: str = "fork"  # fork | spawn | none (mltune._trial_process)
+    # {"study": NAME, "storage": URL} or {"experiment": NAME}: trials that seed a new study
+    warm_start: dict[str, str] | None = None
 
     @property
     def metric(self) -> str:
@@ -75,6 +77,8 @@ class DataConfig:
     label_column: str = "label"
     image_size: tuple[int, int] | None = None
     color_mode: str | None = None
+    resize: str = "stretch"  # image folder: stretch | crop | pad (to image_size)
+    cache: str = "none"  # image folder: none | memory | disk (decoded, resized images)
     seed: int | None = None  # of the splits; None: study.seed
 
 

@@ -171,11 +171,11 @@ def test_unknown_key_without_close_match_lists_allowed_keys(study_file) -> None:
 
 
 def test_searched_name_that_is_not_a_setting(study_file) -> None:
-    path = study_file({"search_space.num_layers": {"type": "int", "low": 1, "high": 3}})
+    path = study_file({"search_space.depth": {"type": "int", "low": 1, "high": 3}})
     with pytest.raises(ConfigError) as info:
         load_config(path)
     message = str(info.value)
-    assert message.startswith(f"search_space.num_layers in {path}: unknown key; allowed keys: ")
+    assert message.startswith(f"search_space.depth in {path}: unknown key; allowed keys: ")
     for name in SETTINGS:  # the message lists every setting that can be searched
         assert name in message
 

@@ -27,7 +27,8 @@ runner = CliRunner()
 
 def test_every_ready_made_project_is_there() -> None:
     assert {p.name for p in PROJECTS} == {"mnist_cnn", "fashion_mnist_cnn", "cifar10_cnn",
-                                          "digits_cnn", "custom_images", "custom_model"}
+                                          "digits_cnn", "custom_images", "custom_model",
+                                          "transfer_learning"}
     for project in PROJECTS:
         assert (project / "README.md").exists() and (project / "study.yaml").exists()
         load_config(project / "study.yaml")  # validates as written
@@ -81,6 +82,29 @@ def test_custom_images_project_trains_on_an_image_folder(stores, tmp_path) -> No
         [client.get_experiment_by_name("custom-images-cnn").experiment_id])
         if "mlflow.parentRunId" in r.data.tags]
     assert child.info.status == "FINISHED"
+
+
+def test_transfer_learning_project_fine_tunes_a_backbone_on_an_image_folder(stores, tmp_path
+                                                                           ) -> None:
+    rng = np.random.default_rng(0)
+    for label in ("cat", "dog"):
+        (tmp_path / "pics" / label).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 256, (36 + i % 3, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "pics" / label / f"{i}.png")
+    result = runner.invoke(app, [
+        "tune", str(REPO / "projects/transfer_learning/study.yaml"), "--data",
+        str(tmp_path / "pics"), "--n-trials", "1", "--set", "training.epochs=2",
+        "--set", "training.warmup_epochs=1", "--set", "data.image_size=[32,32]",
+        "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"]])
+    assert result.exit_code == 0, result.stdout + result.stderr
+    client = MlflowClient(stores["tracking_uri"])
+    (child,) = [r for r in client.search_runs(
+        [client.get_experiment_by_name("transfer-learning").experiment_id])
+        if "mlflow.parentRunId" in r.data.tags]
+    assert child.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "val_accuracy")
+            ][:2] == [1, 2]
 
 
 def mlflow_run(args: list[str], tracking_uri: str, cwd: Path = REPO,
