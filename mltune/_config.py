@@ -32,6 +32,7 @@ __all__ = [
     "ObjectiveSpec",
     "StudyConfig",
     "apply_overrides",
+    "check_weights",
     "load_config",
     "parse_config",
 ]
@@ -409,8 +410,6 @@ def parse_config(raw: dict[str, Any], *, source: str = "<config>", for_study: bo
                               f"{MAX_GRID_POINTS} points, but this one has {points} "
                               f"({counts}); use fewer values or another sampler",
                               source=source)
-    if builder is None:
-        _check_backbone(settings, space, source)
     from mltune._samplers import check_pruner, check_sampler
 
     notes: list[str] = []
@@ -458,9 +457,15 @@ def _values(name: str, settings: dict[str, Any], space: SearchSpace) -> list[Any
     return [settings[name]]
 
 
+def check_weights(config: Config) -> None:
+    """``model.weights`` of the built-in model's keras.applications backbone: a file that
+    exists, or ImageNet weights that Keras has cached or can download, so no trial fails on
+    them later. Checked where a model will be trained (not to register a saved one)."""
+    if config.builder is None:
+        _check_backbone(config.settings, config.search_space, config.source)
+
+
 def _check_backbone(settings: dict[str, Any], space: SearchSpace, source: str) -> None:
-    """``model.weights`` of a keras.applications backbone: a file that exists, or ImageNet
-    weights that Keras has cached or can download, so no trial fails on them later."""
     from mltune._settings import BACKBONES
 
     backbones = [b for b in _values("backbone", settings, space) if b != "cnn"]

@@ -223,15 +223,20 @@ def _load_pyfunc(path: str) -> ImageClassifier:
         meta = json.load(f)
     input_shape = tuple(meta["input_shape"])
     # Quiet unless the user asks otherwise (as mltune's own commands are): a served model's
-    # log shows no TensorFlow start-up lines.
+    # log shows no TensorFlow start-up lines. The caller's environment is put back after.
+    before = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with native_logs_muted():
-        import keras
+    try:
+        with native_logs_muted():
+            import keras
 
-        for module in meta.get("modules", []):  # the user's code: registers its custom layers
-            importlib.import_module(module)
-        model = keras.saving.load_model(os.path.join(path, KERAS_FILE), compile=False)
-        # One prediction, so the runtime's first-op lines (a GPU's libraries) are muted too
-        # and the first request pays no start-up.
-        model.predict(np.zeros((1, *input_shape), np.float32), verbose=0)
+            for module in meta.get("modules", []):  # the user's code: its custom layers
+                importlib.import_module(module)
+            model = keras.saving.load_model(os.path.join(path, KERAS_FILE), compile=False)
+            # One prediction, so the runtime's first-op lines (a GPU's libraries) are muted
+            # too and the first request pays no start-up.
+            model.predict(np.zeros((1, *input_shape), np.float32), verbose=0)
+    finally:
+        if before is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return ImageClassifier(model, input_shape, list(meta["class_names"]), meta.get("resize"))

@@ -65,11 +65,14 @@ def prepare(config: Config, tracking_uri: str | None, *, user: UserCode | None =
     ``user`` holds what was passed from Python (builder, loader, data); what it lacks is
     imported or loaded as ``config`` says. ``training=False`` (registration: no model is
     trained) skips what only training needs: ``training.class_weight``'s weights."""
+    from mltune._config import check_weights
     from mltune._data import from_python, load_data
     from mltune._device import backend
     from mltune._tracking import Tracker
 
     sc = config.study
+    if training:
+        check_weights(config)
     tracker = Tracker(tracking_uri, sc.experiment or sc.name)
     tracker.check()
     user = user or UserCode()

@@ -257,11 +257,14 @@ def _open_study(session: Session, storage: str, *, seed: int | None, create: boo
                           f"direction(s) {', '.join(existing)}, but got "
                           f"{', '.join(sc.directions)}", source=config.source)
     created = create and existing is None and create_study_once(store, sc.name, sc.directions)
+    if not create and existing is None:
+        raise ConfigError("--study-name", f"no study named {sc.name!r} in the storage")
     worker_sc = dataclasses.replace(sc, seed=seed)
-    study = optuna.create_study(
+    # Loaded, not created with load_if_exists: that appends a study-creation record to a
+    # journal file at every start.
+    study = optuna.load_study(
         storage=store, sampler=create_sampler(worker_sc, config.search_space),
-        study_name=sc.name, directions=sc.directions,  # type: ignore[arg-type]
-        load_if_exists=True, pruner=create_pruner(sc, config.settings, config.search_space))
+        study_name=sc.name, pruner=create_pruner(sc, config.settings, config.search_space))
     if seed is not None and study.trials and sc.sampler != "grid":
         # Resumed: the sampler's seed moves on by the trials run so far, so its random
         # (start-up) points do not repeat those of the earlier session. Not GridSampler's: it

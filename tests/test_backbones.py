@@ -129,12 +129,13 @@ def test_an_unknown_backbone_lists_the_backbones() -> None:
 
 
 def test_a_missing_weights_file_is_a_config_error(write_study, tmp_path: Path) -> None:
-    from mltune._config import load_config
+    from mltune._config import check_weights, load_config
 
     path = write_study(model={"backbone": "mobilenet_v3_small", "weights": "no.weights.h5"})
+    config = load_config(path)  # read anywhere (mltune register needs no weights file)
     with pytest.raises(ConfigError, match=f"model.weights in {path}: no such file: "
                                           f"{tmp_path / 'no.weights.h5'}"):
-        load_config(path)
+        check_weights(config)  # where a model will be trained, before anything is written
 
 
 def test_imagenet_weights_offline_exit_2_before_any_run(write_study, tmp_path: Path,
