@@ -261,6 +261,7 @@ def test_the_python_api_takes_metrics_and_class_weight_as_keywords(stores) -> No
     y = y[:240]
     result = tune(data=(x, y), metrics=["accuracy", "f1_score"], metric="val_f1_score",
                   class_weight="balanced", n_trials=1, epochs=1, study_name="keywords",
+                  search_space={"filters": {"type": "categorical", "choices": [4, 8]}},
                   model_params={"conv_blocks": 1, "dense_units": 16}, progress=False,
                   **stores)
     run = MlflowClient(stores["tracking_uri"]).get_run(result.best_run_id)
