@@ -23,8 +23,9 @@ from mltune._api import (
     train,
     tune,
 )
+from mltune._compare import compare
 from mltune._errors import ConfigError, DataError, MltuneError, NonFiniteLossError, TrialError
-from mltune._results import Registration, RunResult, StudyResult
+from mltune._results import ComparisonResult, Registration, RunResult, StudyResult
 from mltune._types import Config, DataConfig, ObjectiveSpec, StudyConfig
 
 try:
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
 __all__ = [
+    "ComparisonResult",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -46,6 +48,7 @@ __all__ = [
     "StudyResult",
     "TrialError",
     "__version__",
+    "compare",
     "load_config",
     "load_studies",
     "load_study",

@@ -316,7 +316,7 @@ def load_study(study_name: str, storage: str | None = None, *,
     """
     from mltune._study import find_study
 
-    return find_study(study_name, storage, tracking_uri=tracking_uri)
+    return find_study(study_name, storage, tracking_uri=tracking_uri)[0]
 
 
 def load_trials(study_name: str, storage: str | None = None, *,

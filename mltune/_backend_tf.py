@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_inputs", "configure_gpus", "gpu_name", "image_files", "runtime_started"]
+__all__ = ["array_inputs", "array_tensors", "configure_gpus", "gpu_name", "image_files",
+           "runtime_started"]
 
 # The data as TensorFlow tensors, made once per process and keyed by the arrays (the data
 # module keeps them for the process), and the batched validation sets built from them.
@@ -37,6 +38,13 @@ def _tensor(array: np.ndarray) -> Any:
             return tf.constant(array)
 
     return _cached(_TENSORS, id(array), (array,), make)
+
+
+def array_tensors(*arrays: np.ndarray) -> None:
+    """Make the arrays tensors now (what :func:`array_inputs` takes from then on)."""
+    for array in arrays:
+        if array is not None:
+            _tensor(array)
 
 
 def array_inputs(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,

@@ -211,6 +211,58 @@ def tune(
 
 
 @app.command()
+def compare(
+    config: ConfigArg,
+    samplers: Annotated[str, typer.Option(
+        "--samplers", help="Samplers to compare, comma-separated: random, grid, tpe, gp, cmaes, "
+        "qmc (e.g. random,grid,tpe).", show_default=False)],
+    budget: Annotated[str, typer.Option(
+        "--budget", help="Each study's budget: trials (20) or time (600s, 10m, 1h: no trial "
+        "starts after it).", show_default=False)],
+    seeds: Annotated[int, typer.Option(
+        "--seeds", min=1, help="Studies per sampler, seeded study.seed + 0, 1, ...")] = 3,
+    study_name: Annotated[Optional[str], typer.Option(
+        "--study-name", parser=_opt_str, help="The comparison's name; its studies are "
+        "NAME-SAMPLER-seedK (default: study.name).", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", parser=_opt_int, help="The first study's seed (default: study.seed, else "
+        "0); every study keeps its data split.", show_default=False)] = None,
+    data: DataOpt = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", help="Folder for comparison.html, .png, .csv and .md (default: "
+        "./compare-NAME).", show_default=False)] = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    experiment: ExperimentOpt = None,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Compare samplers on your model and data: each runs as its own studies on the same
+    budget, over several seeds, under one MLflow run; prints the table and the winner, and
+    writes best-so-far figures (against trials and time) and the table."""
+
+    def go() -> None:
+        import mltune
+        from mltune._compare import display_table
+
+        cfg = mltune.load_config(config, set_ or [], for_study=False, data=data,
+                                 name=study_name, seed=seed, experiment=experiment)
+        result = mltune.compare(cfg, samplers=samplers, budget=budget, seeds=seeds,
+                                output=output, storage=storage, tracking_uri=tracking_uri)
+        import pandas as pd
+
+        shown = display_table(result.table, result.metric, result.test_metric)
+        with pd.option_context("display.max_columns", None, "display.width", 200):
+            typer.echo(shown.to_string(index=False))
+        typer.echo(result.summary)
+        typer.echo(f"comparison run {result.run_id} in experiment {result.experiment_id}; "
+                   f"look at it with: {_ui_hint(tracking_uri, result.experiment_id)}")
+        typer.echo(f"figures and table: {result.output}")
+
+    _run(debug, go)
+
+
+@app.command()
 def train(
     config: ConfigArg,
     data: DataOpt = None,

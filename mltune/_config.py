@@ -52,7 +52,7 @@ TOP_K = 5
 # training keys that are no searchable setting: lists and mappings, fixed for every trial.
 TRAINING_OPTIONS = ("metrics", "class_weight")
 SAMPLERS = ("random", "grid", "tpe", "gp", "cmaes", "qmc")
-PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband", "pareto")
 TRIAL_PROCESSES = ("fork", "spawn", "none")  # mltune._trial_process.MODES
 # study.seed seeds the sampler, and trial n with seed + n (NumPy's seeds, under Keras' too,
 # end at 2**32 - 1); half the range is left for trial numbers (and the process ids that

@@ -14,7 +14,6 @@ import optuna
 
 from mltune._names import Attr
 from mltune._search_space import SearchSpace, grid_of
-from mltune._storage import DEFAULT_STORAGE
 
 # How long stopped workers get to fail their trials and close their runs before they are
 # killed: well inside Kubernetes' default terminationGracePeriodSeconds (30 s), leaving the
@@ -38,13 +37,13 @@ def gpu_slots(gpus: list[str], trials_per_gpu: int) -> list[dict[str, str]]:
             for _ in range(trials_per_gpu)]
 
 
-def worker_command(study_name: str, storage: str | None, tracking_uri: str,
+def worker_command(study_name: str, storage: str, tracking_uri: str,
                    max_trials: int | None, python_path: tuple[str, ...] = ()
                    ) -> tuple[list[str], dict[str, str], str]:
     """The ``mltune worker`` command line, its environment and the storage URL it uses.
     URLs go by environment, not arguments: a password in one would show in ``ps``.
     ``python_path``: folders the workers need on ``sys.path`` (the user's modules)."""
-    url = storage or DEFAULT_STORAGE
+    url = storage
     if "://" not in url:
         url = str(Path(url).resolve())
     command = [sys.executable, "-m", "mltune", "worker", "--study-name", study_name]
@@ -112,20 +111,33 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], killed: list[int] | None 
 
 
 def enqueue_grid(study: optuna.Study, space: SearchSpace, limit: int | None = None) -> int:
-    """Queue the grid points the study has not run yet (at most ``limit``); returns how many
-    are queued."""
+    """Queue the grid points no trial has run, runs or waits for, until ``limit`` points wait
+    in the queue; returns how many wait (at most ``limit``): the trials to run to take
+    them. Points queued by an earlier, interrupted session count, and come first.
+
+    A point a trial failed on is queued again. A trial seeded by a warm start has measured
+    its point: ``GridSampler`` alone would hand it out again, blind to added trials."""
     grid = grid_of(space)
     names = list(grid)
-    seen = {tuple(t.params.get(n) for n in names) for t in study.trials
+    seen = {_point(t, names) for t in study.get_trials(deepcopy=False)
             if t.state != optuna.trial.TrialState.FAIL}
-    queued = 0
+    queued = waiting(study)
     for point in itertools.product(*grid.values()):
         if limit is not None and queued >= limit:
             break
         if point not in seen:
             study.enqueue_trial(dict(zip(names, point, strict=True)))
             queued += 1
-    return queued
+    return queued if limit is None else min(queued, limit)
+
+
+def _point(trial: optuna.trial.FrozenTrial, names: list[str]) -> tuple[object, ...]:
+    """The grid point of a trial; a waiting one has no params yet, only the ones it was
+    queued with (the system attr Optuna's own ``enqueue_trial(skip_if_exists=True)`` reads)."""
+    params = trial.params
+    if trial.state == optuna.trial.TrialState.WAITING:
+        params = trial.system_attrs.get("fixed_params", params)
+    return tuple(params.get(n) for n in names)
 
 
 def counted(study: optuna.Study) -> int:

@@ -47,22 +47,34 @@ class Tag:
     ERROR_KIND = "mltune.error_kind"  # out_of_memory, non_finite_loss
     MODEL_ERROR = "mltune.model_error"
     PARETO_FRONT = "mltune.pareto_front"
+    # a comparison of samplers (`mltune compare`): its own run, the studies' parents beneath it
+    COMPARE = "mltune.compare"  # the samplers compared, comma-separated
+    WINNER = "mltune.winner"
+    WITHIN_SPREAD = "mltune.within_spread"  # true: the winner's lead is within the seeds' spread
     # a registered model version
     PARENT_RUN_ID = "mltune.parent_run_id"
     RUN_ID = "mltune.run_id"
 
 
 class Attr:
-    """Optuna user attrs: ``STUDY_*`` on the study, the others on each trial. (The study
-    file is a study *system* attr, ``mltune._storage.CONFIG_ATTR``.)"""
+    """Optuna user attrs: ``STUDY_*`` on the study, the others on each trial; and
+    :attr:`STUDY_CONFIG`, a study *system* attr."""
 
+    # Set last by the process that creates the study, once the study file is stored and the
+    # warm start seeded: a start that finds it can sample at once.
     STUDY_PARENT_RUN = "mlflow_parent_run_id"
     WARM_START = "mltune_warm_start"  # study: its source was read; trial: seeded from it
     STUDY_EXPERIMENT = "mlflow_experiment_id"
     STUDY_TARGET = "mltune_target_trials"  # workers run until the study has this many
     STUDY_GRID_QUEUE = "mltune_grid_queue"  # the grid was enqueued whole
+    # The study file as validated, for workers and `mltune register`: a study *system* attr,
+    # as a whole study file among the user attrs makes `optuna studies` unreadable.
+    STUDY_CONFIG = "mltune_config"
     RUN_ID = "mlflow_run_id"
     MODEL_URI = "mlflow_model_uri"
     WORKER = "mltune_worker"  # host:pid
     ERROR = "mltune_error"  # why a trial failed by itself (not lost with its worker)
     EPOCHS = "epochs_run"  # epochs trained, pruned trials included
+    # several objectives: {"<epochs trained>": [value of each objective]}, what Optuna's
+    # intermediate values hold for one objective (the pareto pruner compares them)
+    INTERMEDIATE_VALUES = "mltune_intermediate_values"

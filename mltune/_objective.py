@@ -19,9 +19,10 @@ import optuna
 from mltune._errors import ConfigError, MltuneError, NonFiniteLossError, TrialError
 from mltune._names import RUN_STATUS, Attr, Tag
 from mltune._optuna_compat import is_queued
+from mltune._pareto import ParetoRecord
 from mltune._search_space import suggest_all
 from mltune._secrets import scrub
-from mltune._selection import best_trial, dominates, values_of
+from mltune._selection import best_of, best_trial, dominates, own_scored
 from mltune._trial_process import run_forked, stopping
 
 if TYPE_CHECKING:
@@ -82,6 +83,12 @@ class Objective:
         # model reports no such metric), or study.max_consecutive_failures failed trials.
         self.stop_error: MltuneError | None = None
         self.failed_in_row = 0
+        from mltune._session import train_trial, warm_up
+
+        # The same two callables for every trial: a process forked ahead (warmed up) serves
+        # any trial of this objective.
+        self._train = functools.partial(train_trial, session)
+        self._warm = functools.partial(warm_up, session)
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.config
@@ -125,11 +132,10 @@ class Objective:
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
-            work = functools.partial(train_trial, self.session, settings, seed)
             if self.fork:
-                run_forked(work, record, env=slot)
+                run_forked(self._train, (settings, seed), record, env=slot, warm=self._warm)
             else:
-                work(record)
+                train_trial(self.session, settings, seed, record)
             if record.values is None:
                 raise TrialError("the trial's process ended before it reported its outcome")
             return record.values if sc.multi_objective else record.values[0]
@@ -215,15 +221,17 @@ class Objective:
             trial.study.stop()
 
     def _is_new_best(self, study: optuna.Study, values: list[float]) -> bool:
+        """Whether a trial with ``values`` beats the study's own trials (seeded trials are
+        another study's: a warm start whose best no trial beats logs no model at all)."""
         sc = self.config.study
         if sc.multi_objective:
-            front = (v for t in study.get_trials(deepcopy=False) if (v := values_of(t)))
-            return not any(dominates(v, values, sc.directions) or v == values for v in front)
-        try:
-            best = study.best_value
-        except ValueError:  # no completed trial yet
+            return not any(dominates(v, values, sc.directions) or v == values
+                           for _, v in own_scored(study))
+        best = best_of(study)
+        if best is None:  # no completed trial of its own yet
             return True
-        return values[0] > best if sc.direction == "maximize" else values[0] < best
+        ahead = values[0] - best.values[0]
+        return ahead > 0 if sc.direction == "maximize" else ahead < 0
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """Optuna callback: the run's status follows the trial's final state."""
@@ -247,7 +255,8 @@ class Objective:
 
 class _TrialRecord:
     """One trial's :class:`mltune._trial_process.TrialLink`: what its training reports goes
-    to MLflow, the progress display and Optuna (which decides pruning)."""
+    to MLflow, the progress display and Optuna (whose pruner decides pruning; with several
+    objectives, :mod:`mltune._pareto` does)."""
 
     def __init__(self, objective: Objective, trial: optuna.Trial, run_id: str, epochs: int
                  ) -> None:
@@ -259,9 +268,17 @@ class _TrialRecord:
         self.values_so_far: list[float] = []  # the finite values of the study metric
         self.values: list[float] | None = None
         self.outputs: Any = None
+        sc = objective.config.study
+        # Several objectives: Optuna takes no intermediate values, so each epoch's values
+        # go to a user attr of the trial, which the pareto pruner compares.
+        self.pareto = ParetoRecord(trial, sc, epochs) if sc.multi_objective else None
 
     def started(self, device: str) -> None:
         self.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
+
+    def built(self, param_count: int | None, latency_ms: float | None) -> None:
+        if self.pareto is not None:
+            self.pareto.built(param_count, latency_ms)
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         from mltune._session import log_epoch
@@ -274,10 +291,14 @@ class _TrialRecord:
         if not math.isfinite(value):
             return  # never reported: no NaN reaches the storage
         self.values_so_far.append(value)
-        if not sc.multi_objective:  # Optuna takes intermediate values of one objective only
-            # Reported with or without a pruner: optuna-dashboard draws the learning curves.
-            # The step is the number of epochs trained: Hyperband's resource.
-            self.trial.report(value, epoch + 1)
+        if self.pareto is not None:
+            why = self.pareto.epoch(epoch + 1, metrics)
+            if why is not None:
+                raise optuna.TrialPruned(why)
+            return
+        # Reported with or without a pruner: optuna-dashboard draws the learning curves.
+        # The step is the number of epochs trained: Hyperband's resource.
+        self.trial.report(value, epoch + 1)
         if sc.pruner != "none" and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {self.epochs}: "
                                      f"{sc.metric}={value:.4f}")

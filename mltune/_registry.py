@@ -15,10 +15,10 @@ from mltune._config import parse_config
 from mltune._errors import ConfigError, MltuneError
 from mltune._names import Attr, Tag
 from mltune._results import Registration
-from mltune._selection import best_trial
+from mltune._selection import best_trial, own_trials
 from mltune._selection import rule as selection_rule
-from mltune._storage import load_study, resolve_storage, stored_config
-from mltune._tracking import CHALLENGER, CHAMPION, resolve_tracking_uri
+from mltune._storage import stored_config
+from mltune._tracking import CHALLENGER, CHAMPION
 
 __all__ = ["register_best"]
 
@@ -30,20 +30,23 @@ def register_best(*, study_name: str, name: str, storage: str | None = None,
 
     backend()  # Keras imported with TensorFlow's start-up lines muted, before _trainer does
     from mltune._session import prepare
+    from mltune._study import find_study
     from mltune._trainer import compile_model, evaluate, predicted_classes, release
     from mltune._usercode import UserCode
 
-    url, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
-    study, store = load_study(study_name, url, where=chosen)
+    study, store = find_study(study_name, storage, tracking_uri=tracking_uri)
     raw = stored_config(study, store)
     if raw is None:
         raise ConfigError("--study", f"study {study_name!r} was not made by `mltune tune`: "
                           "it has no study file to rebuild its model and data from")
     config = parse_config(raw, source=f"study {study_name!r}",
                           for_study=False, data_given=test_data is not None)
-    best = best_trial(study, config.study)
+    best = best_trial(study, config.study)  # among the study's own trials
     if best is None:
-        raise MltuneError(f"study {study_name!r} has no completed trial to register")
+        seeded = len(study.trials) - len(own_trials(study))
+        raise MltuneError(f"study {study_name!r} has no completed trial to register" + (
+            f" (its {seeded} warm-start trials are another study's: register that study's "
+            "best)" if seeded else ""))
     run_id = best.user_attrs.get(Attr.RUN_ID)
     keras_uri = best.user_attrs.get(Attr.MODEL_URI)
     if not run_id or not keras_uri:

@@ -4,11 +4,14 @@ cheap), with the one convenience of loading the model a result points at."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mltune._errors import MltuneError
 
-__all__ = ["Registration", "RunResult", "StudyResult"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ComparisonResult", "Registration", "RunResult", "StudyResult"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +79,41 @@ class Registration:
     test_metrics: dict[str, float]
     previous_champion: str | None  # version number
     already_registered: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ComparisonResult:
+    """What :func:`mltune.compare` returns: the samplers compared on one budget, each over
+    several seeds, and the winner.
+
+    ``table`` has one row per sampler (in the order given): ``studies``, ``trials`` (the
+    mean number run per study), ``best_<metric>_mean``/``_std``/``_min``/``_max`` (the
+    final best value over the seeds), ``seconds_to_99_mean``/``_min``/``_max`` and
+    ``trials_to_99_mean`` (how soon each study came within 1% of its own final best), and
+    ``<test_metric>_mean``/``_min``/``_max`` (each study's best model on the test split;
+    NaN without one). ``studies`` has one row per study with the same measures.
+
+    ``winner`` has the best mean final value, ``margin`` is its lead over ``runner_up``,
+    and ``within_spread`` says whether that lead is smaller than the spread (max - min over
+    the seeds) of either of the two: then the seeds disagree more than the samplers do. None
+    where it cannot be said (one sampler, or fewer than two seeds with a value).
+    """
+
+    run_id: str  # the comparison's MLflow run; the studies' parent runs are its children
+    experiment_id: str
+    tracking_uri: str
+    metric: str
+    direction: str
+    samplers: tuple[str, ...]
+    budget: str  # per study, in words: "20 trials" or "600 s"
+    seeds: int
+    table: pd.DataFrame
+    studies: pd.DataFrame
+    test_metric: str | None  # the table's test column (test_accuracy...), None without test
+    winner: str | None
+    runner_up: str | None
+    margin: float | None
+    within_spread: bool | None
+    summary: str  # the winner and its margin, in one sentence
+    output: str  # the folder with comparison.html, .png, .csv, .md
+    results: tuple[StudyResult, ...] = ()

@@ -167,6 +167,9 @@ def _pruner_class(name: str) -> Any:
         "percentile": optuna.pruners.PercentilePruner,
         "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
         "hyperband": optuna.pruners.HyperbandPruner,
+        # Optuna prunes nothing in a multi-objective study: mltune._pareto decides, in the
+        # objective, after each epoch.
+        "pareto": optuna.pruners.NopPruner,
     }[name]
 
 
@@ -178,6 +181,8 @@ def _max_epochs(settings: dict[str, Any], space: SearchSpace) -> int:
 
 def _pruner_kwargs(study: StudyConfig, settings: dict[str, Any], space: SearchSpace
                    ) -> dict[str, Any]:
+    if study.pruner == "pareto":  # its options are mltune's (mltune._pareto.ParetoOptions)
+        return {}
     kwargs = dict(study.pruner_options)
     if study.pruner == "hyperband":
         # A trial's resource is the number of epochs it has trained (the step it reports).
@@ -189,7 +194,8 @@ def _pruner_kwargs(study: StudyConfig, settings: dict[str, Any], space: SearchSp
 def create_pruner(study: StudyConfig, settings: dict[str, Any], space: SearchSpace
                   ) -> optuna.pruners.BasePruner:
     """The pruner named by ``study.pruner``; trials report their metric once per epoch, with
-    the number of epochs trained as the step."""
+    the number of epochs trained as the step. ``pareto``: Optuna's ``NopPruner``, the trials
+    prune themselves (:mod:`mltune._pareto`)."""
     return _pruner_class(study.pruner)(**_pruner_kwargs(study, settings, space))
 
 
@@ -198,11 +204,13 @@ def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any
     """Raise :class:`ConfigError` unless :func:`create_pruner` will succeed; return advice
     on combinations that work but waste the pruner (or the sampler)."""
     name = study.pruner
-    if study.multi_objective and (name != "none" or study.pruner_options):
-        raise ConfigError("study.pruner", "pruning is not offered for multi-objective studies "
-                          "(study.objectives): Optuna cannot report intermediate values of "
-                          "several objectives; remove study.pruner or keep one objective",
-                          source=source)
+    if name == "pareto":
+        return _check_pareto(study, space, settings, source)
+    if study.multi_objective and name != "none":
+        raise ConfigError("study.pruner", f"pruner {name!r} compares one objective, but the "
+                          "study has several (study.objectives); use pruner 'pareto' (it "
+                          "prunes a trial that other trials dominate at the same epoch) or "
+                          "none", source=source)
     cls, kwargs = _pruner_class(name), _pruner_kwargs(study, settings, space)
     if name == "percentile" and "percentile" not in study.pruner_options:
         raise ConfigError("study.pruner_options.percentile", "must be set for pruner "
@@ -244,6 +252,27 @@ def check_pruner(study: StudyConfig, space: SearchSpace, settings: dict[str, Any
                          f"(sampler_options.n_startup_trials): about {needed} trials before "
                          f"{sampler} starts, and {have}; lower n_startup_trials (e.g. "
                          f"{max(2, startup_trials // brackets)}) or raise n_trials")
+    return notes
+
+
+def _check_pareto(study: StudyConfig, space: SearchSpace, settings: dict[str, Any],
+                  source: str) -> list[str]:
+    from mltune._pareto import ParetoOptions
+
+    if not study.multi_objective:
+        raise ConfigError("study.pruner", "pruner 'pareto' compares several objectives "
+                          "(study.objectives), but the study has one; use median, percentile, "
+                          "successive_halving or hyperband", source=source)
+    options = ParetoOptions.parse(study.pruner_options, source=source)
+    notes: list[str] = []
+    max_epochs = _max_epochs(settings, space)
+    if max_epochs <= options.n_warmup_steps + 1:
+        notes.append(f"pruner 'pareto' has nothing to save: trials train at most {max_epochs} "
+                     f"epoch(s), pruning starts after epoch {options.n_warmup_steps + 1} "
+                     "(n_warmup_steps + 1) and no trial is pruned after its last epoch")
+    if study.n_trials is not None and study.n_trials <= options.n_startup_trials:
+        notes.append(f"pruner 'pareto' prunes nothing in the first {options.n_startup_trials} "
+                     f"trials (n_startup_trials), and the study has {study.n_trials}")
     return notes
 
 

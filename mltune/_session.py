@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mltune._types import Config, StudyConfig
 
 __all__ = ["MODEL_FILE", "Session", "class_weights", "final_metrics", "prepare", "train_run",
-           "train_trial"]
+           "train_trial", "warm_up"]
 
 MODEL_FILE = "model.keras"
 
@@ -167,6 +167,17 @@ def _check_backbones(config: Config, input_shape: tuple[int, ...]) -> None:
                               "model.backbone", why, source=config.source)
 
 
+def warm_up(session: Session) -> None:
+    """What every trial's process does before its trial: set up the GPU, start the backend's
+    runtime, make the data's tensors. A process forked ahead of its trial does it while it
+    waits (:func:`mltune._trial_process.run_forked`); :func:`train_trial` finds it done."""
+    from mltune._device import configure_gpus
+    from mltune._trainer import warm_up as warm_inputs
+
+    configure_gpus()
+    warm_inputs(session.data)
+
+
 def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
                 link: TrialLink, *, test: bool = False) -> Any:
     """The Keras side of a trial (or of a ``mltune train`` run): set up the GPU, build and
@@ -188,6 +199,15 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
         keras.utils.set_random_seed(seed)
     model = build(session.builder, settings, input_shape=data.input_shape,
                   num_classes=data.num_classes)
+    # What the untrained model already tells, so that several objectives can be compared
+    # from the first epoch on (mltune._pareto). Its inference time is that of the trained
+    # model (same layers, same shapes), so it is measured once, here.
+    latency = None
+    if any(o.metric == "latency_ms" for o in sc.objectives):
+        latency = latency_ms(model, data.example(64))
+    elif sc.multi_objective and not model.built:
+        model.predict_on_batch(data.example(1))  # a subclassed model is built by a call
+    link.built(model.count_params() if model.built else None, latency)
     result = train(model, settings, data=data, metric=sc.metric,
                    maximize=sc.direction == "maximize", on_epoch=link.epoch,
                    callbacks=session.callbacks, fit_kwargs=session.fit_kwargs,
@@ -198,8 +218,8 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
         "history": result.history, "param_count": model.count_params(),
         "outputs": output_spec(model, data.example(5)),
     }
-    if any(o.metric == "latency_ms" for o in sc.objectives):
-        outcome["latency_ms"] = latency_ms(model, data.example(64))
+    if latency is not None:
+        outcome["latency_ms"] = latency
     if test and data.has_test:
         outcome["test"] = evaluate(model, data)
     path = link.finished(outcome)
@@ -253,6 +273,9 @@ class _TrainLink:
 
     def started(self, device: str) -> None:
         self.session.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
+
+    def built(self, param_count: int | None, latency_ms: float | None) -> None:
+        pass  # a single run compares nothing while it trains
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         log_epoch(self.session.tracker, self.run_id, epoch, metrics)

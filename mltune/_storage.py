@@ -15,17 +15,19 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.storages.journal import JournalFileOpenLock
 
 from mltune._errors import ConfigError
+from mltune._names import Attr
 from mltune._secrets import check_userinfo, redact, remember
 
-__all__ = ["DEFAULT_STORAGE", "StaleCallback", "all_studies", "check_sqlite",
+__all__ = ["DEFAULT_STORAGE", "StaleCallback", "StudyPeek", "all_studies", "check_sqlite",
            "create_study_once", "default_storage", "existing_directions", "load_study",
-           "open_storage", "resolve_storage", "sqlite_lock", "store_config", "stored_config"]
+           "open_storage", "peek_study", "resolve_storage", "sqlite_lock", "storage_exists",
+           "store_config", "stored_config"]
 
 try:
     import fcntl  # POSIX: locks the kernel releases when their process dies
@@ -33,7 +35,6 @@ except ImportError:  # Windows: Optuna's own journal lock, and no lock around st
     fcntl = None  # type: ignore[assignment]
 
 DEFAULT_STORAGE = "optuna_journal.log"
-CONFIG_ATTR = "mltune_config"  # the study file as validated (a study system attr)
 LOCK_WAIT_S = 120.0  # creating a store takes a second or two; a holder this slow is stuck
 
 StaleCallback = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
@@ -194,19 +195,17 @@ class _JournalLock(JournalFileOpenLock):
         return {"_lock_file": self._lock_file, "_fd": None}
 
 
-def open_storage(url: str | None, *, heartbeat: tuple[int, int | None] | None = None,
+def open_storage(url: str, *, heartbeat: tuple[int, int | None] | None = None,
                  on_stale: StaleCallback | None = None, existing: bool = False
                  ) -> optuna.storages.BaseStorage:
     """A database URL (``sqlite:///``, ``postgresql://``...) or a journal file path.
 
-    No URL means the journal file ``optuna_journal.log`` in the current folder, which is safe
-    for several processes on one machine (Optuna's FAQ advises against SQLite there).
+    (:func:`resolve_storage` chooses one when the user gave none.)
     ``heartbeat`` (interval, grace period in seconds) turns on Optuna's heartbeat for a
     database: a trial whose worker stopped beating is failed and ``on_stale`` is called.
     ``existing``: the storage must exist already (to read a study or join one): a journal
     file or SQLite database that does not is an error, not created.
     """
-    url = url or DEFAULT_STORAGE
     remember(url)
     check_userinfo(url, "--storage")
     shown = redact(url)
@@ -304,7 +303,7 @@ def store_config(study: optuna.Study, storage: optuna.storages.BaseStorage,
     a study *system* attr: user attrs are what ``optuna studies`` and optuna-dashboard show,
     and a whole study file there makes them unreadable."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    storage.set_study_system_attr(study_id, CONFIG_ATTR, raw)
+    storage.set_study_system_attr(study_id, Attr.STUDY_CONFIG, raw)
 
 
 def stored_config(study: optuna.Study, storage: optuna.storages.BaseStorage
@@ -312,8 +311,34 @@ def stored_config(study: optuna.Study, storage: optuna.storages.BaseStorage
     """The study file kept by :func:`store_config` (or, for a study made by mltune 0.x
     before that, its user attr)."""
     study_id = storage.get_study_id_from_name(study.study_name)
-    raw = storage.get_study_system_attrs(study_id).get(CONFIG_ATTR)
-    return raw if raw is not None else study.user_attrs.get(CONFIG_ATTR)
+    raw = storage.get_study_system_attrs(study_id).get(Attr.STUDY_CONFIG)
+    return raw if raw is not None else study.user_attrs.get(Attr.STUDY_CONFIG)
+
+
+def storage_exists(url: str) -> bool:
+    """Whether opening ``url`` finds a storage rather than making one: a journal file or an
+    SQLite database file that is there (a database server is taken to be there)."""
+    if "://" not in url:
+        return Path(url).exists()
+    database = check_sqlite(url, "--storage", write=False)
+    return database is None or database.is_file()
+
+
+class StudyPeek(NamedTuple):
+    """An existing study as :func:`peek_study` reads it."""
+
+    user_attrs: dict[str, Any]
+    n_trials: int
+
+
+def peek_study(storage: optuna.storages.BaseStorage, name: str) -> StudyPeek | None:
+    """The user attrs and number of trials of study ``name``, read without loading the
+    study or writing anything; None when there is no such study."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return StudyPeek(storage.get_study_user_attrs(study_id), storage.get_n_trials(study_id))
 
 
 def existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list[str] | None:
@@ -325,12 +350,15 @@ def existing_directions(storage: optuna.storages.BaseStorage, name: str) -> list
     return [d.name.lower() for d in storage.get_study_directions(study_id)]
 
 
-def load_study(study_name: str, storage: str, *, where: str | None = None
+def load_study(study_name: str, storage: str, *, where: str | None = None,
+               store: optuna.storages.BaseStorage | None = None
                ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
     """An existing study and its storage; :class:`ConfigError` saying where it looked
     (``where``: how the storage was chosen) and what exists there when it does not. Nothing
-    is created: neither a journal file nor a database that is not there already."""
-    store = _open_existing(storage, where, f"no study named {study_name!r}: ")
+    is created: neither a journal file nor a database that is not there already.
+    ``store``: ``storage`` opened already (a journal file is read whole at each opening)."""
+    if store is None:
+        store = _open_existing(storage, where, f"no study named {study_name!r}: ")
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:

@@ -45,16 +45,20 @@ from mltune._results import StudyResult
 from mltune._samplers import create_pruner, create_sampler, distributions
 from mltune._search_space import grid_size
 from mltune._secrets import redact, scrub_value
+from mltune._selection import best_of, own_trials, pareto_front
 from mltune._selection import best_trial as choose_best
 from mltune._selection import rule as selection_rule
 from mltune._session import Session, prepare
 from mltune._storage import (
+    StudyPeek,
     all_studies,
     create_study_once,
     existing_directions,
     load_study,
     open_storage,
+    peek_study,
     resolve_storage,
+    storage_exists,
     store_config,
     stored_config,
 )
@@ -96,7 +100,9 @@ def run_study(
     See :func:`mltune.tune` for the arguments.
 
     Everything that can be checked is checked before anything is written: the tracking
-    store, the user's code, the data, the storage and the study's direction.
+    store, the user's code, the data, the storage, the study's direction and parent run, and
+    the warm start's source. From the moment the parent run is RUNNING, whatever stops the
+    start (an error, Ctrl-C, SIGTERM) ends it.
     """
     sc = config.study
     progress = progress or PlainProgress(sc.metric)
@@ -116,8 +122,14 @@ def run_study(
     if chosen and "current folder" in chosen:
         progress.message(f"note: Optuna storage {storage} ({chosen})")
     _check_project_experiment(config, tracker)
-    warm = _warm_start(config, tracker, storage)
-    study, store, created = _open_study(session, storage, seed=sc.seed, create=True)
+    # Read only, up to _open_study: a start refused here leaves no trace. The storage is
+    # opened once (a journal file is read whole at each opening), if it is there already.
+    store = _open_store(storage, sc, tracker) if storage_exists(storage) else None
+    found = peek_study(store, sc.name) if store is not None else None
+    known = _known_parent(found.user_attrs if found else {}, config, tracker)
+    warm = _warm_start(config, tracker, storage, store, found)
+    study, store, created = _open_study(session, storage, store=store, seed=sc.seed,
+                                        create=True)
     tags = {
         Tag.STUDY_NAME: sc.name,
         Tag.SAMPLER: sc.sampler,
@@ -130,60 +142,85 @@ def run_study(
     }
     if sc.multi_objective:
         tags[Tag.OBJECTIVES] = ", ".join(f"{o.metric} ({o.direction})" for o in sc.objectives)
-    parent_run_id = _parent_run(study, created, config, tracker, tags, progress)
-    store_config(study, store, scrub_value(config.raw))
-    _seed(study, warm if created else None, config, tracker, parent_run_id, progress)
-    # A warm-started grid runs its unmeasured points from the queue: GridSampler hands out
-    # points by trial number, blind to the points of added trials.
-    warm_grid = sc.sampler == "grid" and Attr.WARM_START in study.user_attrs
-
-    n_trials = sc.n_trials
-    if sc.sampler == "grid":
-        remaining = (grid_points_left(study, config.search_space) if warm_grid else
-                     unvisited_grid_points(study.sampler, study))
-        if remaining is None:
-            remaining = grid_size(config.search_space)
-        n_trials = remaining if n_trials is None else min(n_trials, remaining)
-    # Workers that join later (`mltune worker`) run until the study has this many trials.
-    study.set_user_attr(Attr.STUDY_TARGET, counted(study) + (n_trials or 0))
-    if launch:
-        return _run_workers(study, config, tracker, parent_run_id, progress, n_trials or 0,
-                            slots, storage, trials_per_process,
-                            python_path=_module_roots(user.builder, user.loader))
-    queue_only = (len(slots) > 1 or warm_grid) and sc.sampler == "grid" and bool(n_trials)
-    if queue_only:
-        # Trials at once would race for grid points: each takes a queued one instead. (Points
-        # left queued by an interrupted session are run first, not queued twice.)
-        n_trials = (min(n_trials or 0, waiting(study)) if warm_grid and waiting(study) else
-                    enqueue_grid(study, config.search_space, limit=n_trials))
-        study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
-    objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
-                          fork=mode == "fork", slots=slots, queue_only=queue_only)
-    done = sum(1 for t in study.trials if Attr.WARM_START not in t.user_attrs)
-    status = "FAILED"
+    parent_run_id, unpublished = _parent_run(study, created, config, tracker, tags, progress,
+                                             known)
+    objective: Objective | None = None
+    status, end_parent = "FAILED", True
+    failure: MltuneError | None = None
     try:
-        progress.study_started(sc.name, n_trials, done)
-        if len(slots) > 1:
-            progress.message(f"study {sc.name}: {n_trials} trials on {len(slots)} workers "
-                             "(processes forked from this one)")
-        if n_trials == 0:
-            progress.message(f"study {sc.name}: every point of the grid has been tried")
+        store_config(study, store, scrub_value(config.raw))
+        _seed(study, warm, config, tracker, parent_run_id, progress)
+        if unpublished:  # last: a start that finds the parent finds the study ready
+            _publish_parent(study, parent_run_id, tracker)
+            unpublished = False
+        n_trials, queue_only = _trials_to_run(study, config, queue=launch or len(slots) > 1)
+        # Workers that join later (`mltune worker`) run until the study has this many trials.
+        study.set_user_attr(Attr.STUDY_TARGET, counted(study) + (n_trials or 0))
+        if launch:
+            codes = _run_workers(study, config, tracker, progress, n_trials or 0, slots,
+                                 storage, trials_per_process,
+                                 python_path=_module_roots(user.builder, user.loader))
+            if codes is None:  # workers started elsewhere: the last of them ends the parent
+                end_parent = False
+                return _result(study, tracker, parent_run_id, sc)
+            if any(codes):
+                failure = MltuneError(f"{sum(1 for c in codes if c)} of {len(codes)} workers "
+                                      f"failed (exit codes {codes})")
+            status = "FAILED" if failure else "FINISHED"
         else:
-            _optimize(study, objective, tracker, callbacks=callbacks, n_trials=n_trials,
-                      timeout=sc.timeout, n_jobs=len(slots))
-        status = "FINISHED" if objective.stop_error is None else "FAILED"
+            objective = Objective(session, parent_run_id, progress, tags=_trial_tags(sc),
+                                  fork=mode == "fork", slots=slots, queue_only=queue_only)
+            done = len(own_trials(study))
+            progress.study_started(sc.name, n_trials, done)
+            if len(slots) > 1:
+                progress.message(f"study {sc.name}: {n_trials} trials on {len(slots)} "
+                                 "workers (processes forked from this one)")
+            if n_trials == 0:
+                progress.message(f"study {sc.name}: every point of the grid has been tried")
+            else:
+                _optimize(study, objective, tracker, callbacks=callbacks, n_trials=n_trials,
+                          timeout=sc.timeout, n_jobs=len(slots))
+            status = "FINISHED" if objective.stop_error is None else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        if objective.fatal is None:
-            result = _finish_parent(study, tracker, parent_run_id, config, status)
-        progress.close()
-    if objective.fatal is not None:
+        try:
+            if end_parent and (objective is None or objective.fatal is None):
+                result = _finish_parent(study, tracker, parent_run_id, config, status)
+        finally:
+            if unpublished:  # stopped while starting: the study keeps this parent all the same
+                _publish_parent(study, parent_run_id, tracker)
+            progress.close()
+    if objective is not None and objective.fatal is not None:
         raise objective.fatal
-    if objective.stop_error is not None:
+    if failure is not None:
+        raise failure
+    if objective is not None and objective.stop_error is not None:
         raise objective.stop_error
     return result
+
+
+def _trials_to_run(study: optuna.Study, config: Config, *, queue: bool) -> tuple[int | None, bool]:
+    """How many trials this start runs, and whether they take their grid points from the
+    queue (:func:`enqueue_grid`, which queues them): a grid runs its points not tried yet
+    (at most ``n_trials``), from the queue when ``queue`` (trials at once would race for
+    points) or when it was warm-started (``GridSampler`` hands out points by trial number,
+    blind to the points of added trials)."""
+    sc = config.study
+    if sc.sampler != "grid":
+        return sc.n_trials, False
+    warm = Attr.WARM_START in study.user_attrs
+    remaining = (grid_points_left(study, config.search_space) if warm else
+                 unvisited_grid_points(study.sampler, study))
+    if remaining is None:
+        remaining = grid_size(config.search_space)
+    n_trials = remaining if sc.n_trials is None else min(sc.n_trials, remaining)
+    if not (queue or warm) or not n_trials:
+        return n_trials, False
+    n_trials = enqueue_grid(study, config.search_space, limit=n_trials)
+    study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
+    return n_trials, True
 
 
 def _trial_process(sc: StudyConfig, trials_per_process: int | None, slots: int,
@@ -240,16 +277,24 @@ def _module_roots(*functions: Callable[..., Any] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-def _open_study(session: Session, storage: str, *, seed: int | None, create: bool
+def _open_store(storage: str, sc: StudyConfig, tracker: Tracker) -> optuna.storages.BaseStorage:
+    """The study's storage, with Optuna's heartbeat for a database: a trial whose worker
+    stopped beating is failed, its run with it."""
+    return open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
+                        on_stale=stale_trial_handler(tracker, sc.retry_failed))
+
+
+def _open_study(session: Session, storage: str, *, seed: int | None, create: bool,
+                store: optuna.storages.BaseStorage | None = None
                 ) -> tuple[optuna.Study, optuna.storages.BaseStorage, bool]:
     """The study with its sampler (seeded with ``seed``) and pruner, its lost trials failed
     and their runs closed: the one setup of ``tune`` (``create``) and ``worker``. Also its
-    storage, and whether this process created the study."""
+    storage (``store``, when it is open already: see :func:`_open_store`), and whether this
+    process created the study."""
     config, tracker = session.config, session.tracker
     sc = config.study
-    on_stale = stale_trial_handler(tracker, sc.retry_failed)
-    store = open_storage(storage, heartbeat=(sc.heartbeat_interval, sc.grace_period),
-                         on_stale=on_stale)
+    if store is None:
+        store = _open_store(storage, sc, tracker)
     existing = existing_directions(store, sc.name)
     if create and existing is not None and existing != sc.directions:
         key = "study.objectives" if sc.multi_objective or len(existing) > 1 else "study.direction"
@@ -272,93 +317,128 @@ def _open_study(session: Session, storage: str, *, seed: int | None, create: boo
         study.sampler = create_sampler(dataclasses.replace(sc, seed=seed + len(study.trials)),
                                        config.search_space)
     _check_resumed_space(study, config)
-    if create:  # optuna-dashboard and Optuna's plots label the objectives with these
+    names = [o.metric for o in sc.objectives]
+    if create and study.metric_names != names:  # optuna-dashboard and Optuna's plots use them
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([o.metric for o in sc.objectives])
-    recover_lost_trials(study, tracker, on_stale)
+            study.set_metric_names(names)
+    recover_lost_trials(study, tracker, stale_trial_handler(tracker, sc.retry_failed))
     return study, store, created
 
 
 PARENT_WAIT_S = 30.0  # the creator of a study makes its parent run within a second or two
 
 
+@dataclasses.dataclass(frozen=True)
+class _Parent:
+    """A study's parent run that exists in the tracking store, and its experiment."""
+
+    run_id: str
+    experiment_id: str
+    experiment: str  # its name
+
+
+def _known_parent(attrs: dict[str, Any], config: Config, tracker: Tracker) -> _Parent | None:
+    """The parent run recorded in the study's user ``attrs`` (read before anything is
+    written), if it exists; :class:`ConfigError` for a start that must not resume it: an
+    ``mlflow run`` whose run is another, or an explicit experiment that is not the study's."""
+    from mltune._tracking import project_run_id
+
+    parent = attrs.get(Attr.STUDY_PARENT_RUN)
+    if parent is None or not tracker.run_exists(parent):
+        return None
+    sc = config.study
+    experiment_id = tracker.run_experiment(parent)
+    experiment = tracker.experiment_name_of(experiment_id)
+    project = project_run_id()
+    if project and project != parent:
+        raise ConfigError("--study-name", (
+            f"study {sc.name!r} exists already, with its parent run {parent} in "
+            f"experiment {experiment!r}, and `mlflow run` made another run ({project}) "
+            f"for it: resume the study under its own run (mlflow run ... --run-id "
+            f"{parent}) or with `mltune tune`, or start a new study (-P study_name=NEW); "
+            f"then delete run {project}"), source=config.source)
+    if sc.experiment and sc.experiment != experiment:
+        raise ConfigError("--experiment", (
+            f"study {sc.name!r} records its runs in experiment {experiment!r} (fixed "
+            f"when it was created), but got {sc.experiment!r}: leave the experiment "
+            "out to resume it, or start a new study (--study-name NEW)"),
+            source=config.source)
+    return _Parent(str(parent), experiment_id, experiment)
+
+
 def _parent_run(study: optuna.Study, created: bool, config: Config, tracker: Tracker,
-                tags: dict[str, str], progress: PlainProgress) -> str:
+                tags: dict[str, str], progress: PlainProgress, known: _Parent | None
+                ) -> tuple[str, bool]:
     """The study's parent run, fixed when the study is created and never replaced: one
-    study, one experiment, one parent run, however its trials are added.
+    study, one experiment, one parent run, however its trials are added; and whether it is
+    new, to be published (:func:`_publish_parent`) once the study is ready.
 
     The process that created the study makes the parent (under ``mlflow run``: the
-    project's run) and records it with its experiment; every later start, concurrent or
-    not, resumes it in its experiment. Refused before any trial (:class:`ConfigError`):
-    an ``mlflow run`` whose run is not the study's parent, and an explicit experiment that
-    is not the study's.
+    project's run); every later start, concurrent or not, resumes it in its experiment
+    (``known``: as read before the study was opened). Refused before any trial
+    (:class:`ConfigError`): see :func:`_known_parent`.
     """
     from mltune._tracking import project_run_id
 
     sc = config.study
-    project = project_run_id()
     parent = study.user_attrs.get(Attr.STUDY_PARENT_RUN)
-    if parent is None and not created and not study.trials:
+    if parent is None and not created and not own_trials(study):
         parent = _wait_for_parent(study, progress)
-    if parent is not None and tracker.run_exists(parent):
-        experiment_id = tracker.run_experiment(parent)
-        experiment = tracker.experiment_name_of(experiment_id)
-        if project and project != parent:
-            raise ConfigError("--study-name", (
-                f"study {sc.name!r} exists already, with its parent run {parent} in "
-                f"experiment {experiment!r}, and `mlflow run` made another run ({project}) "
-                f"for it: resume the study under its own run (mlflow run ... --run-id "
-                f"{parent}) or with `mltune tune`, or start a new study (-P study_name=NEW); "
-                f"then delete run {project}"), source=config.source)
-        if sc.experiment and sc.experiment != experiment:
-            raise ConfigError("--experiment", (
-                f"study {sc.name!r} records its runs in experiment {experiment!r} (fixed "
-                f"when it was created), but got {sc.experiment!r}: leave the experiment "
-                "out to resume it, or start a new study (--study-name NEW)"),
-                source=config.source)
-        tracker.resume_parent(parent, experiment_id, tags)
-        if not created:
-            progress.message(f"study {sc.name}: resumed under parent run {parent} in "
-                             f"experiment {experiment!r}")
-        return parent
     if parent is not None:
+        # Published while this process opened the study: checked as it was not before.
+        found = known if known and known.run_id == parent else _known_parent(
+            {Attr.STUDY_PARENT_RUN: parent}, config, tracker)
+        if found is not None:
+            tracker.resume_parent(found.run_id, found.experiment_id, tags)
+            if not created:
+                progress.message(f"study {sc.name}: resumed under parent run {parent} in "
+                                 f"experiment {found.experiment!r}")
+            return found.run_id, False
         progress.message(f"note: the parent run {parent} of study {sc.name} is deleted; "
                          "a new one is made")
     # Under `mlflow run` the run MLflow made for the project is the parent (no extra run).
     parent = tracker.start_parent(name=sc.name, tags=tags, params=config.fixed_settings(),
-                                  project_run_id=project)
-    study.set_user_attr(Attr.STUDY_PARENT_RUN, parent)
+                                  project_run_id=project_run_id())
+    return parent, True
+
+
+def _publish_parent(study: optuna.Study, parent_run_id: str, tracker: Tracker) -> None:
+    """Record the study's new parent run and its experiment, last: a start that waits for
+    the parent (:func:`_wait_for_parent`) then finds the study file stored and the warm
+    start seeded."""
     study.set_user_attr(Attr.STUDY_EXPERIMENT, tracker.ensure_experiment())
-    return parent
+    study.set_user_attr(Attr.STUDY_PARENT_RUN, parent_run_id)
 
 
-def _warm_start(config: Config, tracker: Tracker, storage: str) -> WarmStart | None:
-    """The trials ``study.warm_start`` gives a study about to be created, read and checked
-    before anything is written; None without one, or for a study that exists already (it
-    was seeded when it was created, or never will be)."""
+def _warm_start(config: Config, tracker: Tracker, storage: str,
+                store: optuna.storages.BaseStorage | None, found: StudyPeek | None
+                ) -> WarmStart | None:
+    """The trials ``study.warm_start`` gives the study, read and checked before anything is
+    written; None without one, or for a study seeded already or with trials (it can no
+    longer start from them). ``found``: the study as it was before it was opened."""
     if config.study.warm_start is None:
         return None
-    try:
-        exists = existing_directions(open_storage(storage, existing=True),
-                                     config.study.name) is not None
-    except ConfigError:  # no storage yet: a new study
-        exists = False
-    return None if exists else read_source(config, tracker, storage)
+    if found is not None and (Attr.WARM_START in found.user_attrs or found.n_trials):
+        return None
+    return read_source(config, tracker, storage, store)
 
 
 def _seed(study: optuna.Study, warm: WarmStart | None, config: Config, tracker: Tracker,
           parent_run_id: str, progress: PlainProgress) -> None:
-    """Seed the study this process created with ``warm``'s trials, once, before any trial
-    is sampled; the parent run names the source (``mltune.warm_start``). Seeded trials have
-    no run of their own: their ``mlflow_run_id`` is the source's run, if any."""
-    if warm is not None:
-        seed(study, warm)
-        progress.message(f"note: {warm.note()}")
-    elif config.study.warm_start is not None and Attr.WARM_START not in study.user_attrs:
-        progress.message(f"note: study {config.study.name} exists already; study.warm_start "
-                         "seeds a study only when it is created (start a new one with "
-                         "--study-name NEW)")
+    """Seed the study with ``warm``'s trials, once, before its first trial: whichever start
+    finds it without trials and not seeded (its creator, or the next start if the creator
+    was stopped first). The parent run names the source (``mltune.warm_start``). Seeded
+    trials have no run of their own: their ``mlflow_run_id`` is the source's run, if any."""
+    sc = config.study
+    if sc.warm_start is not None and Attr.WARM_START not in study.user_attrs:
+        if warm is not None and not study.get_trials(deepcopy=False):
+            seed(study, warm)
+            progress.message(f"note: {warm.note()}")
+        else:
+            progress.message(f"note: study {sc.name} has trials already; study.warm_start "
+                             "seeds a study only before its first trial (start a new one "
+                             "with --study-name NEW)")
     if Attr.WARM_START in study.user_attrs:
         tracker.set_tags(parent_run_id, {Tag.WARM_START: study.user_attrs[Attr.WARM_START]})
 
@@ -454,54 +534,37 @@ def _optimize(study: optuna.Study, objective: Objective, tracker: Tracker,
             close_orphans(study, tracker, objective.open_runs)
 
 
-def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, parent_run_id: str,
-                 progress: PlainProgress, n_trials: int, slots: list[dict[str, str]],
-                 storage: str | None, trials_per_process: int | None = None,
-                 python_path: tuple[str, ...] = ()) -> StudyResult:
-    """Start one ``mltune worker`` process per slot on the study and wait for them.
+def _run_workers(study: optuna.Study, config: Config, tracker: Tracker, progress: PlainProgress,
+                 n_trials: int, slots: list[dict[str, str]], storage: str,
+                 trials_per_process: int | None = None, python_path: tuple[str, ...] = ()
+                 ) -> list[int] | None:
+    """Start one ``mltune worker`` process per slot on the study and wait for them; returns
+    their exit codes.
 
     They share nothing but the storage and the tracking store: the same command joins the
-    study from another machine. A grid is enqueued first, so every point runs exactly once.
-    No ``slots`` only prepares the study for workers started elsewhere (a cluster job); the
-    last of them ends the parent run.
+    study from another machine. A grid was enqueued first, so every point runs exactly once.
+    No ``slots`` only prepares the study for workers started elsewhere (a cluster job), and
+    returns None: the last of them ends the parent run.
     """
     workers = len(slots)
-    if config.study.sampler == "grid":
-        n_trials = enqueue_grid(study, config.search_space, limit=n_trials or None)
-        study.set_user_attr(Attr.STUDY_GRID_QUEUE, True)
-    study.set_user_attr(Attr.STUDY_TARGET, counted(study) + n_trials)
     command, env, url = worker_command(config.study.name, storage, tracker.uri,
                                        trials_per_process, python_path)
     if workers == 0:
         progress.message(f"study {config.study.name}: ready for {n_trials} trials; start "
                          f"workers with: mltune worker --study-name {config.study.name} "
                          f"--storage {redact(url)} --tracking-uri {redact(tracker.uri)}")
-        progress.close()
-        return _result(study, tracker, parent_run_id, config.study)
+        return None
     progress.message(f"study {config.study.name}: {n_trials} trials on {workers} workers"
                      + (f", each replaced after {trials_per_process} trials"
                         if trials_per_process else ""))
-    status = "FINISHED"
-    codes: list[int] = []
     killed: list[int] = []  # workers that outlived the grace period after a stop
     try:
-        codes = supervise(command, [{**env, **slot} for slot in slots], study,
-                          restart=bool(trials_per_process), timeout=config.study.timeout,
-                          killed=killed)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
+        return supervise(command, [{**env, **slot} for slot in slots], study,
+                         restart=bool(trials_per_process), timeout=config.study.timeout,
+                         killed=killed)
     finally:
         if killed:
             fail_trials_of_killed(study, tracker, killed, config.study.retry_failed)
-        if status == "FINISHED" and any(codes):
-            status = "FAILED"
-        result = _finish_parent(study, tracker, parent_run_id, config, status)
-        progress.close()
-    if status == "FAILED":
-        raise MltuneError(f"{sum(1 for c in codes if c)} of {workers} workers failed "
-                          f"(exit codes {codes})")
-    return result
 
 
 @stops_on_signals
@@ -537,7 +600,10 @@ def run_worker(*, study_name: str, storage: str | None, tracking_uri: str | None
     if grid_queue:
         session.config = config = dataclasses.replace(
             config, study=dataclasses.replace(sc, sampler="random", sampler_options={}))
-    study, _, _ = _open_study(session, storage, seed=seed, create=False)
+    # A journal file (no heartbeat) is not read whole a second time; a database is opened
+    # again, with the heartbeat of the study's settings.
+    study, _, _ = _open_study(session, storage, seed=seed, create=False, store=store if
+                              isinstance(store, optuna.storages.JournalStorage) else None)
     # A worker launched by `spawn` trains in its own process; one started by hand (on
     # another machine) forks its trials as `tune` does.
     fork = not os.environ.get(LAUNCHED_ENV) and _trial_process(sc, None, 1, progress) == "fork"
@@ -604,7 +670,8 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
     """The study's summary on its parent run (best trial, counts, table, plots); then end it.
 
     With several objectives, every completed trial's run is tagged ``mltune.pareto_front``
-    (true or false), and the best trial is the one :mod:`mltune._selection` chooses."""
+    (true or false), and the best trial is the one :mod:`mltune._selection` chooses; both
+    among the study's own trials, not those a warm start seeded."""
     sc = config.study
     result = _result(study, tracker, parent_run_id, sc)
     if result.best_trial is not None and result.best_value is not None:
@@ -614,10 +681,10 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
         tracker.log_metrics(parent_run_id, {f"best_{k}": v for k, v in
                                             result.best_values.items()})
     if sc.multi_objective:
-        front = {t.number for t in study.best_trials}
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            # A warm-start trial's run is the source's: another study's front.
-            if (run_id := t.user_attrs.get(Attr.RUN_ID)) and Attr.WARM_START not in t.user_attrs:
+        # Among the study's own trials: a seeded trial's run is the source's.
+        front = pareto_front(study, sc.directions)
+        for t in own_trials(study):
+            if t.state.name == "COMPLETE" and (run_id := t.user_attrs.get(Attr.RUN_ID)):
                 tracker.set_tags(run_id, {Tag.PARETO_FRONT: str(t.number in front).lower()})
     tracker.log_metrics(parent_run_id, {f"trials_{k.lower()}": v
                                         for k, v in result.states.items()})
@@ -631,16 +698,18 @@ def _finish_parent(study: optuna.Study, tracker: Tracker, parent_run_id: str, co
 def load_trials(study_name: str, storage: str | None = None, *,
                 tracking_uri: str | None = None) -> Any:
     """The trials table of an existing study (a pandas DataFrame)."""
-    return trials_table(find_study(study_name, storage, tracking_uri=tracking_uri))
+    return trials_table(find_study(study_name, storage, tracking_uri=tracking_uri)[0])
 
 
 def find_study(study_name: str, storage: str | None = None, *,
-               tracking_uri: str | None = None) -> optuna.Study:
-    """An existing study, in ``storage`` or, by default, beside the MLflow store."""
+               tracking_uri: str | None = None
+               ) -> tuple[optuna.Study, optuna.storages.BaseStorage]:
+    """An existing study, in ``storage`` or, by default, beside the MLflow store; and that
+    storage, opened (for the study file, :func:`stored_config`)."""
     from mltune._tracking import resolve_tracking_uri
 
     url, chosen = resolve_storage(storage, resolve_tracking_uri(tracking_uri))
-    return load_study(study_name, url, where=chosen)[0]
+    return load_study(study_name, url, where=chosen)
 
 
 def load_studies(storage: str | None = None, *, tracking_uri: str | None = None) -> Any:
@@ -657,9 +726,8 @@ def load_studies(storage: str | None = None, *, tracking_uri: str | None = None)
         trials = study.get_trials(deepcopy=False)
         counts = {state: sum(t.state.name.lower() == state for t in trials)
                   for state in ("complete", "pruned", "fail", "running")}
-        best: Any = None
-        if len(study.directions) == 1 and counts["complete"]:
-            best = study.best_trial
+        # One objective: the best of its own trials, as `mltune register` would register.
+        best = best_of(study) if len(study.directions) == 1 else None
         names = study.metric_names or ["value"] * len(study.directions)
         rows.append({
             "study": study.study_name,

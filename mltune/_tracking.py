@@ -357,6 +357,11 @@ class Tracker:
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 
+    def nest(self, run_id: str, parent_run_id: str) -> None:
+        """Make ``run_id`` a child of ``parent_run_id`` (the UI shows it beneath): a study's
+        parent run under the run of a comparison of samplers."""
+        self.set_tags(run_id, {PARENT_RUN_ID: parent_run_id})
+
     def end_run(self, run_id: str, status: str) -> None:
         with _no_run_urls():
             self.client.set_terminated(run_id, status=status)

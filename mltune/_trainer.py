@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mltune._data import Dataset
 
 __all__ = ["TrainResult", "compile_model", "evaluate", "fit_inputs", "latency_ms",
-           "make_optimizer", "output_spec", "predicted_classes", "release", "train"]
+           "make_optimizer", "output_spec", "predicted_classes", "release", "train", "warm_up"]
 
 EpochHook = Callable[[int, dict[str, float]], None]
 
@@ -325,6 +325,18 @@ def fit_inputs(data: Dataset, batch_size: int) -> tuple[Any, Any, Any]:
     train_set, val_set = array_inputs(data.x_train, data.y_train, data.x_val, data.y_val,
                                       batch_size)
     return train_set, None, val_set
+
+
+def warm_up(data: Dataset) -> None:
+    """What the first trial of a process does before it builds its model: start the backend's
+    runtime and, under TensorFlow, make the data's arrays tensors (:func:`fit_inputs` finds
+    them made). A trial's process forked ahead of its trial does this while it waits."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    from mltune._backend_tf import array_tensors
+
+    if data.folder is None and data.streams == (None, None, None) and data.x_train is not None:
+        array_tensors(data.x_train, data.y_train, data.x_val, data.y_val)
 
 
 def evaluate(model: keras.Model, data: Dataset, batch_size: int = 256) -> dict[str, float]:

@@ -3,9 +3,10 @@ on Linux), or in this process (``none``; ``spawn`` launches worker processes tha
 their own process, see :mod:`mltune._launcher`).
 
 The two sides of a trial meet at a :class:`TrialLink`. The Keras side
-(:func:`mltune._session.train_trial`) calls it: ``started`` with the device, ``epoch`` after
-each epoch (which raises to stop training: a pruned trial), ``finished`` with the outcome
-(which answers with a path when the model is wanted), ``saved`` once it is written. The
+(:func:`mltune._session.train_trial`) calls it: ``started`` with the device, ``built`` with
+what the untrained model already tells (its size), ``epoch`` after each epoch (which raises
+to stop training: a pruned trial), ``finished`` with the outcome (which answers with a path
+when the model is wanted), ``saved`` once it is written. The
 Optuna and MLflow side (:class:`mltune._objective.Objective`) implements it. In one process
 the Keras side calls the link directly; forked, :func:`run_forked` carries each call over a
 pipe and its answer back, so the child never touches a database connection, an MLflow
@@ -37,8 +38,8 @@ from mltune._secrets import scrub_console
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["MODES", "TrialLink", "TrialProcessDied", "fork_blocker", "output_lock",
-           "run_forked", "stopping", "stops_on_signals"]
+__all__ = ["MODES", "TrialLink", "TrialProcessDied", "end_spares", "fork_blocker",
+           "output_lock", "run_forked", "stopping", "stops_on_signals"]
 
 MODES = ("fork", "spawn", "none")
 
@@ -60,7 +61,10 @@ def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if threading.current_thread() is not threading.main_thread():
-            return function(*args, **kwargs)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                end_spares()
 
         def stop(signum: int, frame: Any) -> None:
             if stopping.is_set():  # stopping already: let the clean-up finish (it is bounded)
@@ -76,6 +80,7 @@ def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
         try:
             return function(*args, **kwargs)
         finally:
+            end_spares()
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
@@ -86,6 +91,11 @@ class TrialLink(Protocol):
     """What the Keras side of a trial tells the side that owns Optuna and MLflow."""
 
     def started(self, device: str) -> None: ...
+
+    def built(self, param_count: int | None, latency_ms: float | None) -> None:
+        """The model is built, not yet trained: its parameter count (None when the builder's
+        model is not built until it sees data) and, when an objective needs it, its
+        inference time per image. What several objectives compare from the first epoch."""
 
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Record an epoch; raises to stop training (a pruned trial)."""
@@ -137,18 +147,45 @@ def fork_blocker() -> str | None:
     return None
 
 
-def run_forked(work: Callable[[TrialLink], None], link: TrialLink,
-               env: dict[str, str] | None = None) -> None:
-    """Run ``work(link)`` in a child process forked from this one, with ``env`` added to its
-    environment (a GPU of its own). Each call the child makes on its link is made here on
-    ``link``, and its answer or exception goes back. An exception of ``work`` is raised here;
-    a child that dies raises :class:`TrialProcessDied`. However this ends, the child is gone
-    when it returns."""
+def run_forked(target: Callable[..., None], args: tuple[Any, ...], link: TrialLink,
+               env: dict[str, str] | None = None,
+               warm: Callable[[], None] | None = None) -> None:
+    """Run ``target(*args, link)`` in a child process forked from this one, with ``env``
+    added to its environment (a GPU of its own). Each call the child makes on its link is
+    made here on ``link``, and its answer or exception goes back. An exception of the
+    target is raised here; a child that dies raises :class:`TrialProcessDied`. However this
+    ends, the child is gone when it returns.
+
+    ``warm``: what every trial's process does first (start the backend's runtime, make the
+    data's tensors). With it, the next trial's process is forked as soon as this one's
+    training has finished: it warms up while this process logs the finished trial and
+    samples the next one, then waits for its ``args`` (a spare, one per ``target`` and
+    ``env``; :func:`stops_on_signals` ends any left over)."""
     if stopping.is_set():
         raise TrialError("not started: the study is stopping")
+    key = (target, tuple(sorted((env or {}).items())))
+    child, ours = _take_spare(key) or _fork(target, env, warm)
+    try:
+        try:
+            ours.send(("start", args))
+        except OSError:  # the spare died while it waited: a fresh one takes the trial
+            _end(child, ours)
+            child, ours = _fork(target, env, warm)
+            ours.send(("start", args))
+        spare = None if warm is None else functools.partial(_keep_spare, key, target, env,
+                                                            warm)
+        _serve(ours, child, link, spare)
+    finally:
+        _end(child, ours)
+
+
+def _fork(target: Callable[..., None], env: dict[str, str] | None,
+          warm: Callable[[], None] | None) -> tuple[Any, Any]:
+    """A new trial's process, waiting for its arguments: ``(process, our end of its pipe)``."""
     ctx = multiprocessing.get_context("fork")
     ours, theirs = ctx.Pipe()
-    child = ctx.Process(target=_child_main, args=(work, theirs, dict(env or {}), os.getpid()),
+    child = ctx.Process(target=_child_main,
+                        args=(target, theirs, dict(env or {}), os.getpid(), warm),
                         name="mltune-trial")
     with output_lock, warnings.catch_warnings():
         # Python 3.12+ warns of a fork in a process with threads (Optuna's heartbeat, other
@@ -157,17 +194,58 @@ def run_forked(work: Callable[[TrialLink], None], link: TrialLink,
         child.start()
         _live.add(child)
     theirs.close()
-    try:
-        _serve(ours, child, link)
-    finally:
-        _live.discard(child)
-        if child.is_alive():
-            child.kill()
-        child.join()
-        ours.close()
+    return child, ours
 
 
-def _serve(conn: Any, child: Any, link: TrialLink) -> None:
+def _end(child: Any, conn: Any) -> None:
+    _live.discard(child)
+    if child.is_alive():
+        child.kill()
+    child.join()
+    conn.close()
+
+
+_spares: dict[Any, tuple[Any, Any]] = {}  # (target, env) -> a warm process waiting for a trial
+_spares_lock = threading.Lock()
+
+
+def _keep_spare(key: Any, target: Callable[..., None], env: dict[str, str] | None,
+                warm: Callable[[], None]) -> None:
+    if stopping.is_set():
+        return
+    spare = _fork(target, env, warm)
+    with _spares_lock:
+        old, _spares[key] = _spares.get(key), spare
+    if old is not None:
+        _end(*old)
+
+
+def _start(spare: Callable[[], None]) -> None:
+    # A spare that cannot be forked (memory) leaves the next trial to fork its own process.
+    with contextlib.suppress(Exception):
+        spare()
+
+
+def _take_spare(key: Any) -> tuple[Any, Any] | None:
+    with _spares_lock:
+        spare = _spares.pop(key, None)
+    if spare is not None and not spare[0].is_alive():
+        _end(*spare)
+        return None
+    return spare
+
+
+def end_spares() -> None:
+    """End the processes forked ahead for trials that will not come."""
+    with _spares_lock:
+        spares = list(_spares.values())
+        _spares.clear()
+    for spare in spares:
+        _end(*spare)
+
+
+def _serve(conn: Any, child: Any, link: TrialLink,
+           spare: Callable[[], None] | None = None) -> None:
     while True:
         try:
             message = conn.recv()
@@ -177,9 +255,13 @@ def _serve(conn: Any, child: Any, link: TrialLink) -> None:
         kind = message[0]
         if kind == "call":
             _, name, args = message
+            if name == "finished" and spare is not None:
+                _start(spare)  # training is over: the next trial's process warms up meanwhile
             try:
                 answer = getattr(link, name)(*args)
             except BaseException:
+                if spare is not None and name != "finished":
+                    _start(spare)  # pruned: the same
                 with contextlib.suppress(OSError):
                     conn.send(("stop",))
                 raise
@@ -206,6 +288,9 @@ class _PipeLink:
     def started(self, device: str) -> None:
         self._call("started", device)
 
+    def built(self, param_count: int | None, latency_ms: float | None) -> None:
+        self._call("built", param_count, latency_ms)
+
     def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         self._call("epoch", epoch, metrics)
 
@@ -216,8 +301,8 @@ class _PipeLink:
         self._call("saved", error)
 
 
-def _child_main(work: Callable[[TrialLink], None], conn: Any, env: dict[str, str],
-                parent: int) -> None:
+def _child_main(target: Callable[..., None], conn: Any, env: dict[str, str], parent: int,
+                warm: Callable[[], None] | None) -> None:
     # Ctrl-C reaches the whole process group: the parent decides, and stops the child.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -227,9 +312,16 @@ def _child_main(work: Callable[[TrialLink], None], conn: Any, env: dict[str, str
     sys.stderr = open(2, "w", buffering=1, closefd=False)
     scrub_console()  # what the trial prints passes the study's redaction too
     os.environ.update(env)
+    if warm is not None:
+        with contextlib.suppress(Exception):  # what fails here fails again in the trial
+            warm()
+    try:
+        message = conn.recv()
+    except (EOFError, OSError):  # a spare no trial came for
+        os._exit(0)
     code = 0
     try:
-        work(_PipeLink(conn))
+        target(*message[1], _PipeLink(conn))
         conn.send(("done",))
     except BaseException as e:
         code = 1

@@ -7,6 +7,11 @@ trial is taken when it fits the new space: a parameter no longer searched must h
 value now fixed, a searched one must lie in its new range, and a newly searched one gets the
 value the source trial ran with (its study's fixed setting), else the new default. Optuna's
 own answer is ``study.add_trial`` by hand (https://github.com/optuna/optuna/issues/2341).
+
+Seeded trials guide the sampler only: the study's best is chosen among its own trials
+(:mod:`mltune._selection`). The source may have trained on other data (a change of data is
+one reason to start a new study): its values are taken as they are, and the note names the
+``data:`` keys in which a source study differs.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,18 +35,15 @@ from mltune._errors import ConfigError
 from mltune._names import Attr
 from mltune._samplers import distributions
 from mltune._search_space import SearchSpace, grid_of
-from mltune._secrets import redact
+from mltune._secrets import redact, scrub_value
 from mltune._storage import load_study, stored_config
+from mltune._types import DataConfig
 
 if TYPE_CHECKING:
     from mltune._tracking import Tracker
     from mltune._types import Config
 
-__all__ = ["WarmStart", "grid_points_left", "read_source",
-           "seed"]
-
-# On the study once it was seeded (so a resumed study is not seeded again) and on each seeded
-# trial: the source.
+__all__ = ["WarmStart", "grid_points_left", "read_source", "seed"]
 
 
 @dataclass
@@ -52,6 +54,7 @@ class WarmStart:
     total: int  # the source's completed trials
     trials: list[optuna.trial.FrozenTrial] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> how many
+    other_data: list[str] = field(default_factory=list)  # data keys a source study differs in
 
     def summary(self) -> str:
         """For the study attr and the parent run's tag."""
@@ -59,8 +62,11 @@ class WarmStart:
 
     def note(self) -> str:
         why = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
+        data = ", ".join(f"data.{k}" for k in self.other_data)
         return (f"warm start: {len(self.trials)} of {self.total} trials of {self.label} taken"
-                + (f" ({why})" if why else ""))
+                + (f" ({why})" if why else "")
+                + (f"; the source was trained on other data ({data}): its values are "
+                   "taken as they are" if data else ""))
 
 
 @dataclass
@@ -74,16 +80,20 @@ class _Candidate:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def read_source(config: Config, tracker: Tracker, storage: str) -> WarmStart:
+def read_source(config: Config, tracker: Tracker, storage: str,
+                store: optuna.storages.BaseStorage | None = None) -> WarmStart:
     """Read and check ``study.warm_start``'s source and map its trials (nothing is written):
     :class:`ConfigError` naming the key when it does not exist, is this study, or measured
-    other objectives. ``storage``: this study's, the source's when none is given."""
+    other objectives. ``storage``: this study's, the source's when none is given; ``store``:
+    it opened already, if it exists."""
     spec = config.study.warm_start or {}
+    other_data: list[str] = []
     if "experiment" in spec:
         label, candidates = _from_experiment(config, tracker, spec["experiment"])
     else:
-        label, candidates = _from_study(config, spec["study"], spec.get("storage"), storage)
-    warm = WarmStart(label=label, total=len(candidates))
+        label, candidates, other_data = _from_study(config, spec["study"], spec.get("storage"),
+                                                    storage, store)
+    warm = WarmStart(label=label, total=len(candidates), other_data=other_data)
     dists = distributions(config.search_space)
     for c in candidates:
         params, reason = _mapped(c, config, dists)
@@ -121,16 +131,18 @@ def _same_place(a: str, b: str) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def _from_study(config: Config, name: str, given: str | None, storage: str
-                ) -> tuple[str, list[_Candidate]]:
+def _from_study(config: Config, name: str, given: str | None, storage: str,
+                store: optuna.storages.BaseStorage | None
+                ) -> tuple[str, list[_Candidate], list[str]]:
     sc, key = config.study, "study.warm_start.study"
     url = given or storage
-    if name == sc.name and _same_place(url, storage):
+    here = _same_place(url, storage)
+    if name == sc.name and here:
         raise ConfigError(key, f"must name another study than this one ({name!r} in "
                           f"{redact(url)}): a study cannot seed itself", source=config.source)
     where = "study.warm_start.storage" if given else "this study's storage"
     try:
-        source, store = load_study(name, url, where=where)
+        source, store = load_study(name, url, where=where, store=store if here else None)
     except ConfigError as e:
         raise ConfigError(key, e.message, source=config.source) from None
     names = source.metric_names
@@ -152,17 +164,33 @@ def _from_study(config: Config, name: str, given: str | None, storage: str
                               f"{o.metric}, but this study {o.direction}s it",
                               source=config.source)
         index.append(i)
-    fixed = _fixed_of(stored_config(source, store) or {})
+    raw = stored_config(source, store) or {}
+    fixed = _fixed_of(raw)
     candidates = [
         _Candidate(params=dict(t.params), fixed=fixed, values=[float(t.values[i]) for i in index],
                    attrs={Attr.RUN_ID: t.user_attrs.get(Attr.RUN_ID),
                           Attr.MODEL_URI: t.user_attrs.get(Attr.MODEL_URI)})
         for t in source.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-    return f"study {name!r} in {redact(url)}", candidates
+    return f"study {name!r} in {redact(url)}", candidates, _other_data(raw, config)
+
+
+def _other_data(raw: dict[str, Any], config: Config) -> list[str]:
+    """The ``data:`` keys in which the source study's file differs from this one, defaults
+    filled in (none when the source has no study file): its values were measured on other
+    data. Compared as stored, credentials masked; ``cache`` changes no data."""
+    if not raw:
+        return []
+    theirs, ours = raw.get("data") or {}, scrub_value(config.raw).get("data") or {}
+    if not isinstance(theirs, dict) or not isinstance(ours, dict):
+        return []
+    default = {f.name: f.default for f in fields(DataConfig)}
+    return sorted(k for k in (set(theirs) | set(ours)) - {"cache"}
+                  if theirs.get(k, default.get(k)) != ours.get(k, default.get(k)))
 
 
 def _fixed_of(raw: dict[str, Any]) -> dict[str, Any]:
-    """The settings a study file fixes under ``training:`` and ``model:``."""
+    """The settings a study file fixes under ``training:`` and ``model:`` (its ``data:``
+    is not a setting of the model: see :func:`_other_data`)."""
     fixed: dict[str, Any] = {}
     for section in ("training", "model"):
         node = raw.get(section)

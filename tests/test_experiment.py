@@ -3,7 +3,9 @@ storage that follows the MLflow store, so every command finds the study."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,9 @@ import pytest
 from mlflow import MlflowClient
 from test_cli import invoke
 from test_projects import REPO
+from test_warm_start import make_source
 
+import mltune
 from mltune._storage import open_storage
 
 ENV_DROP = ("MLFLOW_TRACKING_URI", "MLTUNE_STORAGE", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
@@ -25,7 +29,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, "PATH": bin_dir + os.pathsep + env.get("PATH", ""), **extra}
 
 
-def mltune(*args: object, cwd: Path, **env: str) -> subprocess.Popen:
+def run_cli(*args: object, cwd: Path, **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mltune", *map(str, args)], cwd=cwd,
                             env=clean_env(**env), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -53,29 +57,31 @@ def parents(runs: list) -> list:
     return [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
 
 
-def test_default_storage_is_beside_the_mlflow_store(write_study, tmp_path) -> None:
+def test_default_storage_is_beside_the_mlflow_store(write_study, tmp_path, monkeypatch
+                                                   ) -> None:
     """Run from one folder with a store in another: the study lands beside the store, and
     `trials`/`studies` from a third folder find it through the tracking URI alone."""
     store_dir, run_dir, elsewhere = (tmp_path / d for d in ("store", "run", "elsewhere"))
     for d in (store_dir, run_dir, elsewhere):
         d.mkdir()
+    for name in ENV_DROP:
+        monkeypatch.delenv(name, raising=False)
     uri = f"sqlite:///{store_dir / 'mlflow.db'}"
     study = write_study(study={"n_trials": 2, "name": "beside"})
-    code, out, err = finished(mltune("tune", study, "--tracking-uri", uri, cwd=run_dir))
-    assert code == 0, out + err
+    monkeypatch.chdir(run_dir)
+    mltune.tune(study, tracking_uri=uri)
     assert (store_dir / "optuna_journal.log").is_file()
     assert not (run_dir / "optuna_journal.log").exists()
 
-    code, out, err = finished(mltune("trials", "beside", "--format", "csv", cwd=elsewhere,
-                                     MLFLOW_TRACKING_URI=uri))
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    code, out, err = invoke("trials", "beside", "--format", "csv")
     assert code == 0, err
     assert len(out.strip().splitlines()) == 3  # header and two trials
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
-    code, out, err = finished(mltune("studies", "--format", "json", "--tracking-uri", uri,
-                                     cwd=elsewhere))
+    code, out, err = invoke("studies", "--format", "json", "--tracking-uri", uri)
     assert code == 0, err
-    import json
-
     [row] = json.loads(out)
     runs = runs_by_experiment(uri)["beside"]
     [parent] = parents(runs)
@@ -87,7 +93,7 @@ def test_default_storage_is_beside_the_mlflow_store(write_study, tmp_path) -> No
     assert row["metric"] == "val_accuracy (maximize)"
 
     # A study that is not there: the message says where mltune looked, and why there.
-    code, _, err = finished(mltune("trials", "other", "--tracking-uri", uri, cwd=elsewhere))
+    code, _, err = invoke("trials", "other", "--tracking-uri", uri)
     assert code == 2
     assert (f"no study named 'other' in {store_dir / 'optuna_journal.log'} (the default: "
             f"beside the MLflow store {uri}); studies there: beside") in err
@@ -120,11 +126,23 @@ def test_optuna_studies_stays_readable(write_study, stores) -> None:
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
 
 
+def lose_a_trial(storage: str, name: str) -> None:
+    """A trial left RUNNING by a worker of this host that is gone (killed)."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trial = optuna.load_study(study_name=name, storage=open_storage(storage)).ask()
+    trial.set_user_attr("mltune_worker", f"{socket.gethostname()}:{gone.pid}")
+
+
 def test_resumed_study_keeps_its_experiment(write_study, stores) -> None:
+    """A start refused (another experiment) writes nothing, not even the recovery of the
+    trials lost with a worker; the next start does that."""
     study = write_study(study={"n_trials": 1, "name": "fixed"})
     args = ["--tracking-uri", stores["tracking_uri"], "--storage", stores["storage"]]
     assert invoke("tune", study, *args)[0] == 0
+    lose_a_trial(stores["storage"], "fixed")
     before = runs_by_experiment(stores["tracking_uri"])
+    journal = Path(stores["storage"]).read_bytes()
 
     code, _, err = invoke("tune", study, *args, "--experiment", "elsewhere")
     assert code == 2
@@ -132,6 +150,9 @@ def test_resumed_study_keeps_its_experiment(write_study, stores) -> None:
             "'fixed' (fixed when it was created), but got 'elsewhere'") in err
     assert {k: len(v) for k, v in runs_by_experiment(stores["tracking_uri"]).items()} == {
         k: len(v) for k, v in before.items()}
+    assert Path(stores["storage"]).read_bytes() == journal
+    loaded = optuna.load_study(study_name="fixed", storage=open_storage(stores["storage"]))
+    assert [t.state.name for t in loaded.trials] == ["COMPLETE", "RUNNING"]
 
     code, out, err = invoke("tune", study, *args)
     assert code == 0, out + err
@@ -140,25 +161,29 @@ def test_resumed_study_keeps_its_experiment(write_study, stores) -> None:
     assert len(runs) == 3 and parent.info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in runs if r is not parent} == {
         parent.info.run_id}
+    assert [t.state.name for t in loaded.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 @pytest.mark.slow
 def test_concurrent_starts_share_one_parent(write_study, stores, tmp_path) -> None:
-    """Two `mltune tune` started at once on a new study: one parent run, both sets of
-    trials beneath it."""
-    study = write_study(study={"n_trials": 2, "name": "race"})
+    """Two `mltune tune` started at once on a new, warm-started study: one parent run, both
+    trials beneath it, the study seeded once."""
+    make_source(stores["storage"], "src", [({"learning_rate": 0.005, "filters": 8}, 0.9),
+                                           ({"learning_rate": 0.002, "filters": 4}, 0.8)])
+    study = write_study(study={"n_trials": 1, "name": "race", "warm_start": {"study": "src"}})
     args = ("--tracking-uri", stores["tracking_uri"], "--storage", stores["storage"])
-    procs = [mltune("tune", study, *args, cwd=tmp_path) for _ in range(2)]
+    procs = [run_cli("tune", study, *args, cwd=tmp_path) for _ in range(2)]
     for proc in procs:
         code, out, err = finished(proc)
         assert code == 0, out + err
     runs = runs_by_experiment(stores["tracking_uri"])["race"]
     [parent] = parents(runs)
     children = [r for r in runs if r is not parent]
-    assert len(children) == 4
+    assert len(children) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     loaded = optuna.load_study(study_name="race", storage=open_storage(stores["storage"]))
-    assert len(loaded.trials) == 4
+    assert sorted("mltune_warm_start" in t.user_attrs for t in loaded.trials) == [
+        False, False, True, True]
 
 
 @pytest.mark.slow
@@ -166,11 +191,8 @@ def test_mlflow_run_of_an_existing_study_is_refused_then_resumed(tmp_path) -> No
     """`mltune tune`, then `mlflow run .` on the same study: one clear error before any
     trial (no second parent); `mlflow run --run-id PARENT` resumes it under its parent."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = REPO / "projects/digits_cnn/study.yaml"
-    small = ("--set", "training.epochs=1", "--set", "data.max_samples=300")
-    code, out, err = finished(mltune("tune", config, "--n-trials", "1", *small,
-                                     "--tracking-uri", uri, cwd=tmp_path))
-    assert code == 0, out + err
+    mltune.tune(REPO / "projects/digits_cnn/study.yaml", n_trials=1, epochs=1,
+                max_samples=300, tracking_uri=uri)  # the journal file beside the MLflow store
     [parent] = parents(runs_by_experiment(uri)["digits-cnn"])
 
     project = ["--env-manager", "local", "-P", "n_trials=1",

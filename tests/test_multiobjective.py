@@ -39,7 +39,8 @@ def _study(**study: object) -> dict[str, object]:
     ({"objectives": [{"metric": "val_accuracy"}, {"metric": "val_accuracy"}]},
      "study.objectives[1].metric", "already an objective"),
     ({"objectives": []}, "study.objectives", "must be a non-empty list"),
-    ({"pruner": "median"}, "study.pruner", "pruning is not offered for multi-objective"),
+    ({"pruner": "median"}, "study.pruner", "pruner 'median' compares one objective, but the "
+     "study has several (study.objectives); use pruner 'pareto'"),
     ({"sampler": "cmaes"}, "study.sampler", "cannot run a multi-objective study"),
 ])
 def test_bad_objectives_name_the_key(study: dict[str, object], key: str, message: str

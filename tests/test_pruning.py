@@ -27,7 +27,7 @@ def _study(**study: object) -> dict[str, object]:
 
 @pytest.mark.parametrize(("study", "key", "message"), [
     ({"pruner": "asha"}, "study.pruner", "must be one of none, median, percentile, "
-     "successive_halving, hyperband, but got 'asha'"),
+     "successive_halving, hyperband, pareto, but got 'asha'"),
     ({"pruner": "median", "pruner_options": {"n_warmup": 1}}, "study.pruner_options.n_warmup",
      "is not an option of pruner 'median'; its options: n_startup_trials, n_warmup_steps"),
     ({"pruner": "percentile"}, "study.pruner_options.percentile", "must be set for pruner "

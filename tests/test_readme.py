@@ -168,6 +168,11 @@ COMMANDS: dict[str, Step] = {
     "mltune tune projects/mnist_cnn/study.yaml --gpus 0,1 --trials-per-gpu 4": NotHere(
         "needs two GPUs"),
     f"mltune tune {DIGITS} --trials-per-process 10": Run(add=SMALL_TUNE),
+    # Compare samplers.
+    f"mltune compare {DIGITS} --samplers random,tpe --budget 8 --seeds 3 --set "
+    "training.epochs=3 --set study.sampler_options.n_startup_trials=3": Run(replace=(
+        ("--budget 8", "--budget 2"), ("--seeds 3", "--seeds 2"),
+        ("training.epochs=3", "training.epochs=1"))),
 }
 
 

@@ -316,3 +316,47 @@ def test_pruning_decided_by_the_study_process_stops_the_trial_process(
     history = MlflowClient(stores["tracking_uri"]).get_metric_history(run.info.run_id,
                                                                       "val_accuracy")
     assert [m.step for m in history] == list(range(1, epoch + 1))
+
+
+def test_the_next_trials_process_is_forked_ahead_and_none_is_left_behind(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    # Once a trial has trained, the next trial's process is forked and warms up (the
+    # backend's runtime, the data's tensors) while the study logs the finished trial. One
+    # killed while it waits (the OOM killer, say) costs no trial: a fresh one takes it.
+    script = tmp_path / "ahead.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, os, signal
+        from pathlib import Path
+        import mltune
+        from conftest import tiny_study
+
+        def processes():
+            return [int(pid) for f in Path(f"/proc/{{os.getpid()}}/task").glob("*/children")
+                    for pid in f.read_text().split()]
+
+        ahead = []
+        def kill_the_one_waiting(study, trial):
+            ahead.append(processes())
+            if trial.number == 0:
+                for pid in processes():
+                    os.kill(pid, signal.SIGKILL)
+
+        result = mltune.tune(tiny_study(study={{"n_trials": 3, "name": "ahead"}}),
+                             storage={stores['storage']!r},
+                             tracking_uri={stores['tracking_uri']!r}, progress=False,
+                             trial_callbacks=[kill_the_one_waiting])
+        print(json.dumps({{"states": result.states, "ahead": ahead, "left": processes()}}))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, **QUIET_ENV,
+                               "PYTHONPATH": str(Path(__file__).parent)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["states"] == {"COMPLETE": 3}
+    # After each trial, one process waits for the next trial, and none is left at the end.
+    assert [len(pids) for pids in report["ahead"]] == [1, 1, 1]
+    assert report["left"] == []
+    assert all(_gone(pid, within=5) for pids in report["ahead"] for pid in pids)

@@ -13,10 +13,11 @@ from conftest import tiny_study
 from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-from mltune import tune
+from mltune import load_studies, register_best, tune
 from mltune._cli import app
 from mltune._config import load_config, parse_config
-from mltune._errors import ConfigError
+from mltune._errors import ConfigError, MltuneError
+from mltune._progress import PlainProgress
 from mltune._storage import open_storage, store_config
 
 LR = FloatDistribution(1e-4, 1e-1, log=True)
@@ -58,7 +59,7 @@ def parent_of(tracking_uri: str, experiment: str) -> Any:
 
 
 def test_a_changed_space_takes_the_trials_that_fit(write_study, stores, capsys) -> None:
-    source = tiny_study()
+    source = tiny_study(data={"max_samples": 480})  # measured on more data
     source["model"]["dense_units"] = 16  # fixed in the source, searched now
     make_source(stores["storage"], "src", [
         ({"learning_rate": 0.005, "optimizer": "adam", "filters": 8}, 0.5),  # taken
@@ -67,7 +68,7 @@ def test_a_changed_space_takes_the_trials_that_fit(write_study, stores, capsys) 
         ({"learning_rate": 0.002, "optimizer": "adam", "filters": 4}, 0.4),  # taken
     ], raw=source)
     study = tiny_study(
-        study={"name": "dst", "n_trials": 2, "warm_start": {"study": "src"}},
+        study={"name": "dst", "n_trials": 1, "warm_start": {"study": "src"}},
         training={"optimizer": "adam"},
         search_space={"learning_rate": {"type": "float", "low": 0.002, "high": 0.01, "log": True},
                       "filters": {"type": "categorical", "choices": [4, 8]},
@@ -85,19 +86,104 @@ def test_a_changed_space_takes_the_trials_that_fit(write_study, stores, capsys) 
     assert [t.user_attrs for t in seeded] == [
         {"mltune_warm_start": label, "mlflow_run_id": "run-0"},
         {"mltune_warm_start": label, "mlflow_run_id": "run-3"}]
-    assert result.n_trials == 4 and result.states == {"COMPLETE": 4}  # n_trials new ones
+    assert result.n_trials == 3 and result.states == {"COMPLETE": 3}  # n_trials new ones
     out = capsys.readouterr().out
     assert (f"note: warm start: 2 of 4 trials of {label} taken (1 outside the new range of "
-            "learning_rate, 1 with optimizer other than its fixed value 'adam')") in out
+            "learning_rate, 1 with optimizer other than its fixed value 'adam'); the source "
+            "was trained on other data (data.max_samples): its values are taken as they are"
+            ) in out
     parent, children = parent_of(stores["tracking_uri"], "dst")
     assert parent.data.tags["mltune.warm_start"] == f"{label}: 2 of 4 trials taken"
-    assert sorted(c.data.tags["mltune.trial_number"] for c in children) == ["2", "3"]
+    assert [c.data.tags["mltune.trial_number"] for c in children] == ["2"]
 
     again = tune(load_config(path), **stores)  # resumed: not seeded twice
     trials = trials_of("dst", stores["storage"])
-    assert again.n_trials == 6
+    assert again.n_trials == 4
     assert sum("mltune_warm_start" in t.user_attrs for t in trials) == 2
     assert "warm start" not in capsys.readouterr().out
+
+
+def test_the_best_is_one_of_the_studys_own_trials(write_study, stores) -> None:
+    """A seeded trial no new trial beats is not the study's best: its run and model are
+    the source's. The best, the one `mltune register` registers and `mltune studies` shows,
+    is the best trial this study ran, and its model was logged."""
+    make_source(stores["storage"], "src", [
+        ({"learning_rate": 0.005, "filters": 8}, 1.0),  # unbeatable; run-0 is no run
+    ])
+    path = write_study(study={"name": "own", "n_trials": 1, "warm_start": {"study": "src"}})
+    result = tune(load_config(path), **stores)
+    parent, [child] = parent_of(stores["tracking_uri"], "own")
+    assert result.best_trial == 1 and result.best_run_id == child.info.run_id
+    assert result.best_value == pytest.approx(child.data.metrics["val_accuracy"])
+    assert result.best_value < 1.0
+    assert result.best_model_uri is not None  # logged, though the seeded trial is better
+    assert parent.data.tags["mltune.best_run_id"] == child.info.run_id
+    [row] = load_studies(**stores).query("study == 'own'").to_dict("records")
+    assert (row["best_trial"], row["best_value"]) == (1, result.best_value)
+
+    registration = register_best(study_name="own", name="digits", **stores)
+    version = MlflowClient(stores["tracking_uri"]).get_model_version("digits",
+                                                                     registration.version)
+    assert version.run_id == child.info.run_id
+
+
+class StopAtWarmStart(PlainProgress):
+    """Ctrl-C the moment the warm start's note is printed, once the seeds are in; and what a
+    start beside this one would find in the study then."""
+
+    def __init__(self, storage: str, name: str) -> None:
+        super().__init__("val_accuracy")
+        self.storage, self.name = storage, name
+        self.found: dict[str, Any] | None = None
+
+    def message(self, text: str) -> None:
+        super().message(text)
+        if text.startswith("note: warm start") and self.found is None:
+            study = optuna.load_study(study_name=self.name, storage=open_storage(self.storage))
+            self.found = {"seeded": len(study.trials), **study.user_attrs}
+            raise KeyboardInterrupt
+
+
+def test_a_start_stopped_while_seeding_ends_its_parent_and_publishes_it_last(
+        write_study, stores) -> None:
+    """The parent run is recorded in the study last, once the seeds are in: a concurrent
+    start that finds it samples with the seeds. A start stopped before that (here: Ctrl-C
+    while seeding) ends its parent run, which the study keeps: the next start resumes it."""
+    from mltune._study import run_study
+
+    make_source(stores["storage"], "src", [({"learning_rate": 0.005, "filters": 8}, 0.9)])
+    config = load_config(write_study(study={"name": "stop", "n_trials": 1,
+                                            "warm_start": {"study": "src"}}))
+    progress = StopAtWarmStart(stores["storage"], "stop")
+    with pytest.raises(KeyboardInterrupt):
+        run_study(config, progress=progress, **stores)
+    assert progress.found is not None and progress.found["seeded"] == 1
+    assert "mlflow_parent_run_id" not in progress.found  # not yet: the seeds came first
+    parent, children = parent_of(stores["tracking_uri"], "stop")
+    assert parent.info.status == "KILLED" and children == []  # not left RUNNING
+    study = optuna.load_study(study_name="stop", storage=open_storage(stores["storage"]))
+    assert study.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+
+    result = tune(config, **stores)
+    assert result.parent_run_id == parent.info.run_id and result.n_trials == 2
+    parent, [_] = parent_of(stores["tracking_uri"], "stop")
+    assert parent.info.status == "FINISHED"
+
+
+def test_a_study_without_trials_is_seeded_at_its_next_start(write_study, stores, capsys
+                                                            ) -> None:
+    """Seeding waits for no particular process: a study with no trial yet (prepared for
+    workers, or whose creator was stopped before it seeded) is seeded by its next start."""
+    make_source(stores["storage"], "src", [({"learning_rate": 0.005, "filters": 8}, 0.9)])
+    tune(load_config(write_study(study={"name": "later", "n_trials": 1})), workers=0, **stores)
+    assert trials_of("later", stores["storage"]) == []
+    path = write_study(study={"name": "later", "n_trials": 1, "warm_start": {"study": "src"}})
+    result = tune(load_config(path), **stores)
+    trials = trials_of("later", stores["storage"])
+    assert [(t.params, t.values, "mltune_warm_start" in t.user_attrs) for t in trials[:1]] == [
+        ({"learning_rate": 0.005, "filters": 8}, [0.9], True)]
+    assert result.n_trials == 2 and not trials[1].user_attrs.get("mltune_warm_start")
+    assert "note: warm start: 1 of 1 trials of study 'src'" in capsys.readouterr().out
 
 
 def test_a_warm_started_grid_runs_only_the_points_not_measured(write_study, stores) -> None:
@@ -112,6 +198,11 @@ def test_a_warm_started_grid_runs_only_the_points_not_measured(write_study, stor
                            "learning_rate": {"type": "float", "low": 0.002, "high": 0.004,
                                              "step": 0.002},
                            "filters": {"type": "categorical", "choices": [4, 8]}})
+    # Prepared for workers, with one of the two points left queued (as an interrupted
+    # session leaves it): the next start runs both, the queued one and the other.
+    tune(load_config(path), n_trials=1, workers=0, **stores)
+    assert [t.state.name for t in trials_of("grid", stores["storage"])] == [
+        "COMPLETE", "COMPLETE", "WAITING"]
     result = tune(load_config(path), **stores)
     trials = trials_of("grid", stores["storage"])
     points = sorted((t.params["learning_rate"], t.params["filters"]) for t in trials)
@@ -131,7 +222,7 @@ def test_warm_start_from_an_experiment(write_study, stores, capsys) -> None:
                        training={"epochs": 2})
     result = tune(load_config(path), **stores)
     seeded = trials_of("second", stores["storage"])[:2]
-    # with the source's runs and models: `mltune register` takes the model of a seeded best
+    # with the source's runs and models (for the reader: the best is among the new trials)
     assert "mlflow_model_uri" in first[0].user_attrs
     assert [(t.params, t.values, t.user_attrs) for t in seeded] == [
         (t.params, t.values, {"mltune_warm_start": "experiment 'cnn'", **{
@@ -192,10 +283,11 @@ def test_a_multi_objective_study_is_seeded_and_its_front_tags_only_its_runs(
                               "objectives": [{"metric": m, "direction": d}
                                              for m, d in objectives]})
     result = tune(load_config(path), **stores)
-    assert result.best_trial == 0 and result.best_run_id == "run-0"
-    assert result.best_values == {"val_accuracy": 0.99, "params": 10.0}
-    _, children = parent_of(stores["tracking_uri"], "mo")
-    assert [c.data.tags["mltune.pareto_front"] for c in children] == ["false"]
+    _, [child] = parent_of(stores["tracking_uri"], "mo")
+    # The seeded trial dominates the new one, but the front is of the study's own trials.
+    assert result.best_trial == 2 and result.best_run_id == child.info.run_id
+    assert result.best_values["val_accuracy"] < 0.99
+    assert child.data.tags["mltune.pareto_front"] == "true"
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe", "cmaes", "qmc", "gp"])
@@ -228,10 +320,7 @@ def test_every_sampler_goes_on_from_seeded_trials(sampler: str, stores) -> None:
     assert len(study.trials) == 9
 
 
-def test_a_measured_grid_runs_nothing_and_registers_the_sources_model(write_study, stores
-                                                                      ) -> None:
-    from mltune import register_best
-
+def test_a_measured_grid_runs_nothing_and_has_no_best_of_its_own(write_study, stores) -> None:
     space = {"filters": {"type": "categorical", "choices": [4, 8]}}
     tune(load_config(write_study(study={"name": "v1", "sampler": "grid", "n_trials": None},
                                  search_space=space, name="v1.yaml")), **stores)
@@ -239,15 +328,29 @@ def test_a_measured_grid_runs_nothing_and_registers_the_sources_model(write_stud
                               "warm_start": {"study": "v1"}},
                        training={"epochs": 2}, search_space=space, name="v2.yaml")
     result = tune(load_config(path), **stores)
-    source = {t.number: t for t in trials_of("v1", stores["storage"])}
-    assert result.n_trials == 2 and result.best_trial is not None
-    best = trials_of("v2", stores["storage"])[result.best_trial]
-    assert result.best_run_id == best.user_attrs["mlflow_run_id"] in {
-        t.user_attrs["mlflow_run_id"] for t in source.values()}
+    assert result.n_trials == 2 and result.best_trial is None and result.best_run_id is None
     _, children = parent_of(stores["tracking_uri"], "v2")
     assert children == []
+    with pytest.raises(MltuneError, match=r"^study 'v2' has no completed trial to register "
+                       r"\(its 2 warm-start trials are another study's: register that "
+                       r"study's best\)$"):
+        register_best(study_name="v2", name="digits", **stores)
 
-    registration = register_best(study_name="v2", name="digits", **stores)
-    assert registration.version == "1" and "test_accuracy" in registration.test_metrics
-    version = MlflowClient(stores["tracking_uri"]).get_model_version("digits", "1")
-    assert version.run_id == result.best_run_id
+
+def test_a_grid_queued_again_keeps_each_point_once() -> None:
+    """Points an interrupted session left queued count towards the limit, and are not
+    queued twice."""
+    from mltune._launcher import enqueue_grid
+
+    choices = {"filters": [4, 8, 16], "dense_units": [8, 16]}
+    space = parse_config(tiny_study(search_space={
+        k: {"type": "categorical", "choices": v} for k, v in choices.items()})).search_space
+    study = optuna.create_study()
+    assert enqueue_grid(study, space, limit=2) == 2
+    assert enqueue_grid(study, space, limit=3) == 3  # the 2 still queued and 1 more
+    assert enqueue_grid(study, space, limit=1) == 1  # 3 wait; a session runs 1 of them
+    points = []
+    study.optimize(lambda t: points.append(tuple(t.suggest_categorical(k, v) for k, v in
+                                                 choices.items())) or 0.0, n_trials=3)
+    assert len(set(points)) == 3
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
