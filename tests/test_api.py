@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -316,7 +317,7 @@ def test_a_study_file_names_the_builder_and_the_loader(user_code, stores, tmp_pa
     assert reg.alias == "champion" and "test_accuracy" in reg.test_metrics
 
 
-@pytest.mark.parametrize(("data", "words"), [
+BAD_LOADERS = [
     ({"loader": "data.py:broken"}, "data.loader .*data.py:broken raised ValueError: the share "
                                    "is not mounted"),
     ({"loader": "data.py:wrong"}, "data.loader .*data.py:wrong must return a dict with "
@@ -324,32 +325,54 @@ def test_a_study_file_names_the_builder_and_the_loader(user_code, stores, tmp_pa
     ({"loader": "missing.py:load"}, "data.loader in .*study.yaml: no such file: .*missing.py"),
     ({"loader": "data.py:nothing"}, "data.loader in .*study.yaml: .*data.py has no function "
                                     "'nothing'"),
-])
-def test_a_bad_loader_is_one_message_exit_2_and_nothing_written(user_code, tmp_path, data,
-                                                                 words) -> None:
-    study = _study_file(user_code, **data)
-    out = subprocess.run([sys.executable, "-m", "mltune", "tune", str(study)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
-    import re
+]
 
-    assert re.search(words, lines[0]), lines[0]
-    assert not (tmp_path / "optuna_journal.log").exists()
-    db = tmp_path / "mlflow.db"
+
+def _nothing_written(folder: Path) -> None:
+    assert not (folder / "optuna_journal.log").exists()
+    db = folder / "mlflow.db"
     if db.exists():
         assert MlflowClient(f"sqlite:///{db}").search_runs(
             [e.experiment_id for e in MlflowClient(f"sqlite:///{db}").search_experiments()]
         ) == []
 
 
-@pytest.mark.parametrize("how", ["set_tracking_uri", "MLFLOW_TRACKING_URI"])
-def test_tune_leaves_the_process_as_it_found_it(user_code, tmp_path, how) -> None:
+@pytest.mark.parametrize(("data", "words"), BAD_LOADERS)
+def test_a_bad_loader_is_one_message_exit_2_and_nothing_written(user_code, tmp_path, data,
+                                                                 words) -> None:
+    from typer.testing import CliRunner
+
+    from mltune._cli import app
+
+    study = _study_file(user_code, **data)
+    result = CliRunner().invoke(app, [
+        "tune", str(study), "--storage", str(tmp_path / "optuna_journal.log"),
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(words, lines[0]), lines[0]
+    _nothing_written(tmp_path)
+
+
+def test_a_bad_loader_in_its_own_process_prints_one_line(user_code, tmp_path) -> None:
+    """The same as a user's shell sees it, the stores by default in the current folder: one
+    line on stderr, no traceback and no library's start-up lines, exit 2, nothing written."""
+    data, words = BAD_LOADERS[0]  # the user's code raised: no traceback of it either
+    study = _study_file(user_code, **data)
+    out = subprocess.run([sys.executable, "-m", "mltune", "tune", str(study)], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(words, lines[0]), lines[0]
+    _nothing_written(tmp_path)
+
+
+def test_tune_leaves_the_process_as_it_found_it(user_code, tmp_path) -> None:
     """Notebook-safe: two calls in one process, the user's tracking URI (set either way) and
-    Keras' dtype policy unchanged, the runs in the user's store."""
-    set_uri = ('mlflow.set_tracking_uri("sqlite:///user.db")' if how == "set_tracking_uri"
-               else 'os.environ["MLFLOW_TRACKING_URI"] = "sqlite:///user.db"')
+    Keras' dtype policy unchanged, the runs in the user's store. One process, as a notebook:
+    first the URI from MLFLOW_TRACKING_URI, then from mlflow.set_tracking_uri (which wins)."""
     script = textwrap.dedent(f"""
         import keras, mlflow, mltune, numpy as np, os, sys
         sys.path.insert(0, {str(user_code)!r})
@@ -357,41 +380,35 @@ def test_tune_leaves_the_process_as_it_found_it(user_code, tmp_path, how) -> Non
         from sklearn.datasets import load_digits
         d = load_digits()
         x, y = d.images[:200, ..., None].astype("float32"), d.target[:200]
-        {set_uri}
-        before = os.environ.get("MLFLOW_TRACKING_URI")  # MLflow's own doing, either way
-        for i, mixed in enumerate([False, True]):
-            r = mltune.tune(model=usermodels.build, data=(x, y), search_space={{
-                "depth": {{"type": "int", "low": 1, "high": 1}},
-                "width": {{"type": "categorical", "choices": [4]}}}},
-                sampler="random", n_trials=1, epochs=1, mixed_precision=mixed,
-                study_name=f"nb-{{i}}", storage="journal.log", progress=False)
-            assert r.states == {{"COMPLETE": 1}}, r.states
-            print("uri", mlflow.get_tracking_uri(), "policy", keras.config.dtype_policy().name,
-                  "env unchanged", os.environ.get("MLFLOW_TRACKING_URI") == before)
+        ways = {{"MLFLOW_TRACKING_URI": lambda: os.environ.update(
+                    MLFLOW_TRACKING_URI="sqlite:///env.db"),
+                "set_tracking_uri": lambda: mlflow.set_tracking_uri("sqlite:///user.db")}}
+        for how, set_uri in ways.items():
+            set_uri()
+            before = os.environ.get("MLFLOW_TRACKING_URI")  # MLflow's own doing, either way
+            for i, mixed in enumerate([False, True]):
+                r = mltune.tune(model=usermodels.build, data=(x, y), search_space={{
+                    "depth": {{"type": "int", "low": 1, "high": 1}},
+                    "width": {{"type": "categorical", "choices": [4]}}}},
+                    sampler="random", n_trials=1, epochs=1, mixed_precision=mixed,
+                    study_name=f"nb-{{how}}-{{i}}", storage="journal.log", progress=False)
+                assert r.states == {{"COMPLETE": 1}}, r.states
+                print(how, "uri", mlflow.get_tracking_uri(), "policy",
+                      keras.config.dtype_policy().name, "env unchanged",
+                      os.environ.get("MLFLOW_TRACKING_URI") == before)
     """)
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    lines = [line for line in out.stdout.splitlines() if line.startswith("uri")]
-    assert lines == ["uri sqlite:///user.db policy float32 env unchanged True"] * 2
-    client = MlflowClient(f"sqlite:///{tmp_path / 'user.db'}")
-    names = {e.name for e in client.search_experiments()}
-    assert {"nb-0", "nb-1"} <= names
+    lines = [line for line in out.stdout.splitlines() if " uri " in line]
+    assert lines == (
+        ["MLFLOW_TRACKING_URI uri sqlite:///env.db policy float32 env unchanged True"] * 2
+        + ["set_tracking_uri uri sqlite:///user.db policy float32 env unchanged True"] * 2)
+    for db, how in (("env.db", "MLFLOW_TRACKING_URI"), ("user.db", "set_tracking_uri")):
+        client = MlflowClient(f"sqlite:///{tmp_path / db}")
+        names = {e.name for e in client.search_experiments()}
+        assert {f"nb-{how}-0", f"nb-{how}-1"} <= names, (db, names)
     assert not (tmp_path / "mlflow.db").exists()  # not the embedded default
-
-
-def test_a_resumed_seeded_study_samples_new_points(stores) -> None:
-    """The sampler's seed moves on with the trials already run: a resumed random study does
-    not repeat the points of its first session."""
-    from conftest import tiny_study
-
-    study = tiny_study(study={"name": "resumed", "sampler": "random", "n_trials": 2,
-                              "seed": 7})
-    for _ in range(2):
-        mltune.tune(study, progress=False, **stores)
-    trials = mltune.load_study("resumed", stores["storage"]).trials
-    points = [tuple(sorted(t.params.items())) for t in trials]
-    assert len(points) == 4 and len(set(points)) == 4
 
 
 @pytest.mark.slow

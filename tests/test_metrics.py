@@ -32,7 +32,7 @@ def trials_of(name: str, stores: dict[str, str]) -> optuna.Study:
 
 @pytest.mark.parametrize("metric", ["val_f1_score", "val_auc"])
 def test_f1_and_auc_as_the_study_metric(metric: str, write_study, stores) -> None:
-    path = write_study(study={"name": "m", "n_trials": 2, "metric": metric},
+    path = write_study(study={"name": "m", "n_trials": 1, "metric": metric},
                        training={"epochs": 2, "metrics": ["accuracy", "f1_score", "auc"]})
     tune(load_config(path), **stores)
     study = trials_of("m", stores)

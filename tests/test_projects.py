@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,14 +127,28 @@ def project_runs(tracking_uri: str, experiment: str) -> tuple[object, list]:
     return parents[0], [r for r in runs if "mlflow.parentRunId" in r.data.tags]
 
 
-@pytest.mark.slow
-def test_mlflow_run_top_level_project_is_the_parent_run(stores) -> None:
+@pytest.fixture(scope="module")
+def top_level_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``mlflow run .`` (2 TPE trials on 2 workers), then its register entry point. No
+    ``-P storage``: the Optuna storage comes from MLTUNE_STORAGE in the environment."""
+    folder = tmp_path_factory.mktemp("top_level_run")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    journal = folder / "from-env.log"
+    env = {"MLTUNE_STORAGE": str(journal)}
     proc = mlflow_run([".", "--env-manager", "local", "--experiment-name", "top",
                        "-P", "sampler=tpe", "-P", "n_trials=2", "-P", "set=training.epochs=1",
-                       "-P", f"storage={stores['storage']}", "-P", "study_name=top-tpe",
-                       "-P", "workers=2"], stores["tracking_uri"])
-    assert "study top-tpe: 2 trials on 2 workers" in proc.stdout
-    parent, children = project_runs(stores["tracking_uri"], "top")
+                       "-P", "study_name=top-tpe", "-P", "workers=2"], uri, extra_env=env)
+    parent, children = project_runs(uri, "top")  # before the register entry point's run
+    mlflow_run([".", "-e", "register", "--env-manager", "local", "--experiment-name", "top",
+                "-P", "study_name=top-tpe", "-P", "name=top-model"], uri, extra_env=env)
+    return {"uri": uri, "journal": journal, "stdout": proc.stdout, "parent": parent,
+            "children": children}
+
+
+@pytest.mark.slow
+def test_mlflow_run_top_level_project_is_the_parent_run(top_level_run) -> None:
+    assert "study top-tpe: 2 trials on 2 workers" in top_level_run["stdout"]
+    parent, children = top_level_run["parent"], top_level_run["children"]
     assert parent.data.tags["mlflow.source.type"] == "PROJECT"
     assert parent.data.tags["mlflow.project.entryPoint"] == "main"
     assert parent.info.status == "FINISHED"
@@ -144,33 +159,14 @@ def test_mlflow_run_top_level_project_is_the_parent_run(stores) -> None:
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
 
     # The register entry point registers the study's best model.
-    mlflow_run([".", "-e", "register", "--env-manager", "local", "--experiment-name", "top",
-                "-P", "study_name=top-tpe", "-P", "name=top-model",
-                "-P", f"storage={stores['storage']}"], stores["tracking_uri"])
-    version = MlflowClient(stores["tracking_uri"]).get_model_version_by_alias("top-model",
-                                                                              "champion")
+    version = MlflowClient(top_level_run["uri"]).get_model_version_by_alias("top-model",
+                                                                            "champion")
     assert version.tags["mltune.parent_run_id"] == parent.info.run_id
 
 
-@pytest.mark.slow
-def test_mlflow_run_train_entry_point(stores) -> None:
-    mlflow_run([".", "-e", "train", "--env-manager", "local", "--experiment-name", "tr",
-                "-P", "set=training.epochs=1"], stores["tracking_uri"])
-    client = MlflowClient(stores["tracking_uri"])
-    (run,) = client.search_runs([client.get_experiment_by_name("tr").experiment_id])
-    assert run.info.status == "FINISHED"
-    assert run.data.params["epochs"] == "1"
-    assert {"test_accuracy", "val_accuracy"} <= set(run.data.metrics)
-
-
-@pytest.mark.slow
-def test_mlflow_run_digits_project(stores) -> None:
-    mlflow_run(["projects/digits_cnn", "--env-manager", "local", "--experiment-name", "dg",
-                "-P", "n_trials=1", "-P", "set=training.epochs=1",
-                "-P", f"storage={stores['storage']}"], stores["tracking_uri"])
-    parent, children = project_runs(stores["tracking_uri"], "dg")
-    assert parent.data.tags["mltune.study_name"] == "digits-cnn"
-    assert [c.info.status for c in children] == ["FINISHED"]
+# `mlflow run . -e train` and `mlflow run projects/digits_cnn` are README commands:
+# tests/test_readme.py runs them and reads their runs back (the project's run is the training
+# run, or the study's parent with the trials nested under it, and no other run appears).
 
 
 def test_custom_model_project_names_its_own_code() -> None:
@@ -256,7 +252,7 @@ def test_custom_model_best_model_loads_without_the_project(custom_model_run) -> 
 
 @pytest.mark.slow
 def test_mlflow_run_refuses_a_password_in_a_parameter_and_takes_it_from_the_environment(
-        stores, tmp_path) -> None:
+        stores, top_level_run) -> None:
     # MLflow logs every -P value as a run parameter before mltune starts: refused, exit 2.
     secret = "s3cret-Pa55"
     bin_dir = str(Path(sys.executable).parent)
@@ -276,13 +272,10 @@ def test_mlflow_run_refuses_a_password_in_a_parameter_and_takes_it_from_the_envi
     runs = client.search_runs([client.get_experiment_by_name("pw").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FAILED"  # the project's run, no trial
 
-    # The URL from the environment instead: the study lands there, and no parameter holds it.
-    journal = tmp_path / "from-env.log"
-    mlflow_run([".", "--env-manager", "local", "--experiment-name", "env", "-P", "n_trials=1",
-                "-P", "study_name=from-env", "-P", "set=training.epochs=1"],
-               stores["tracking_uri"], extra_env={"MLTUNE_STORAGE": str(journal)})
-    parent, children = project_runs(stores["tracking_uri"], "env")
-    assert len(children) == 1 and parent.data.params["storage"] in ("", "''")
+    # The URL from the environment instead (the top-level run above took its storage from
+    # MLTUNE_STORAGE): the study lands there, and no parameter holds it.
+    journal, parent = top_level_run["journal"], top_level_run["parent"]
+    assert len(top_level_run["children"]) == 2 and parent.data.params["storage"] in ("", "''")
     assert parent.data.tags["mltune.storage"] == str(journal)
-    assert [t.state.name for t in mltune.load_study("from-env", str(journal)).trials] == [
-        "COMPLETE"]
+    assert [t.state.name for t in mltune.load_study("top-tpe", str(journal)).trials] == [
+        "COMPLETE", "COMPLETE"]

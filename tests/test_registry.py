@@ -37,7 +37,8 @@ def register(stores: dict[str, str], study: str, name: str) -> tuple[int, str, s
 
 
 def run_study(write_study, stores, name: str, **sections) -> None:
-    path = write_study(name=f"{name}.yaml", study={"name": name, "n_trials": 2, **sections.pop(
+    """A study of one trial: its model is the one a registration evaluates."""
+    path = write_study(name=f"{name}.yaml", study={"name": name, "n_trials": 1, **sections.pop(
         "study", {})}, **sections)
     tune(load_config(path), **stores)
 
@@ -165,9 +166,9 @@ def test_tune_register_as(write_study, stores) -> None:
     assert version.tags["mltune.study_name"] == "tiny"
 
 
-def test_register_an_unknown_study_exits_2(write_study, stores) -> None:
-    run_study(write_study, stores, "known")
-    code, _, err = register(stores, "unknown", "x")
+def test_register_an_unknown_study_exits_2(registered) -> None:
+    # The storage holds a study ('good'), but not this one.
+    code, _, err = register(registered, "unknown", "x")
     assert code == 2
     assert "no study named 'unknown'" in err
 

@@ -106,9 +106,20 @@ def single_objective_study(n_trials: int = 10, pruned: tuple[int, ...] = (3,)
     return study
 
 
-def test_study_html_holds_every_plot_interactive(tmp_path: Path) -> None:
-    study = single_objective_study()
-    written = write_report(study, tmp_path, ["val_accuracy"])
+@pytest.fixture(scope="module")
+def single_report(tmp_path_factory: pytest.TempPathFactory
+                  ) -> tuple[optuna.Study, list[str], Path]:
+    """The single-objective study, its report written once for the tests that read it."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder = tmp_path_factory.mktemp("single_report")
+    with warnings.catch_warnings():  # before the autouse fixture, which is per test
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = single_objective_study()
+        return study, write_report(study, folder, ["val_accuracy"]), folder
+
+
+def test_study_html_holds_every_plot_interactive(single_report) -> None:
+    study, written, tmp_path = single_report
     assert written == ["trials.csv", *PNGS, f"plots/{HTML_NAME}"]
     for name in written:
         assert (tmp_path / name).is_file(), name
@@ -168,8 +179,8 @@ def test_study_html_holds_every_plot_interactive(tmp_path: Path) -> None:
     assert curves["layout"]["xaxis"]["dtick"] == 1  # whole epochs
 
 
-def test_parallel_coordinate_png_widens_with_the_params(tmp_path: Path) -> None:
-    write_report(single_objective_study(), tmp_path, ["val_accuracy"])
+def test_parallel_coordinate_png_widens_with_the_params(single_report) -> None:
+    _, _, tmp_path = single_report
     with Image.open(tmp_path / "plots" / "parallel_coordinate.png") as png:
         width, height = png.size
     assert width >= 1300 and height == 600, png.size  # 10 axes: wider than the 1000 px default
