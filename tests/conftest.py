@@ -220,3 +220,14 @@ def mlflow_process(tmp_path: Path) -> Iterator[MlflowServer]:
 def mlflow_server(mlflow_process: MlflowServer) -> str:
     """The URL of a real ``mlflow server`` (SQLite store and artifacts in tmp_path)."""
     return mlflow_process.url
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_restored() -> Iterator[None]:
+    """A test that calls ``mlflow.set_tracking_uri`` (to load a logged model, as a user
+    would) leaves MLflow's process-wide URI set; clear it, so that the next test in this
+    process resolves its URI from its own arguments and environment."""
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
