@@ -23,7 +23,7 @@ from mltune._pareto import ParetoRecord
 from mltune._search_space import suggest_all
 from mltune._secrets import scrub
 from mltune._selection import best_of, best_trial, dominates, own_scored
-from mltune._trial_process import run_forked, stopping
+from mltune._trial_process import Spares, TrialProcessDied, run_forked, stopping
 
 if TYPE_CHECKING:
     from mltune._progress import PlainProgress
@@ -85,10 +85,15 @@ class Objective:
         self.failed_in_row = 0
         from mltune._session import train_trial, warm_up
 
-        # The same two callables for every trial: a process forked ahead (warmed up) serves
-        # any trial of this objective.
+        # The same callable for every trial: a process forked ahead (warmed up) serves any
+        # trial of this objective. close() ends those left when the study ends.
         self._train = functools.partial(train_trial, session)
-        self._warm = functools.partial(warm_up, session)
+        self.spares = Spares(self._train, functools.partial(warm_up, session)) if fork else None
+
+    def close(self) -> None:
+        """End the trials' processes forked ahead that no trial will take."""
+        if self.spares is not None:
+            self.spares.close()
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         cfg = self.config
@@ -133,7 +138,15 @@ class Objective:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
             if self.fork:
-                run_forked(self._train, (settings, seed), record, env=slot, warm=self._warm)
+                try:
+                    run_forked(self._train, (settings, seed), record, env=slot,
+                               spares=self.spares)
+                except TrialProcessDied as e:
+                    if record.values is None:
+                        raise
+                    # Died after it reported its outcome, while it saved the model (the OOM
+                    # killer): the trial's result stands, without its model.
+                    record.lost_model(str(e))
             else:
                 train_trial(self.session, settings, seed, record)
             if record.values is None:
@@ -268,6 +281,7 @@ class _TrialRecord:
         self.values_so_far: list[float] = []  # the finite values of the study metric
         self.values: list[float] | None = None
         self.outputs: Any = None
+        self.model_done = False  # saved() came: the model is logged, or why not is tagged
         sc = objective.config.study
         # Several objectives: Optuna takes no intermediate values, so each epoch's values
         # go to a user attr of the trial, which the pareto pruner compares.
@@ -318,8 +332,15 @@ class _TrialRecord:
             self.model_path = os.path.join(tempfile.mkdtemp(prefix="mltune-trial-"), MODEL_FILE)
         return self.model_path
 
+    def lost_model(self, error: str) -> None:
+        """The trial's process died after ``finished``: the model is not logged, unless
+        ``saved`` came first (or none was wanted)."""
+        if not self.model_done and self.model_path is not None:
+            self.saved(error)
+
     def saved(self, error: str | None) -> None:
         # The trial trained fine: a model that cannot be saved must not lose its result.
+        self.model_done = True
         if error is None and self.model_path is not None:
             try:
                 uri = self.objective.session.log_model(self.run_id, self.model_path,

@@ -205,7 +205,7 @@ def train_trial(session: Session, settings: dict[str, Any], seed: int | None,
     latency = None
     if any(o.metric == "latency_ms" for o in sc.objectives):
         latency = latency_ms(model, data.example(64))
-    elif sc.multi_objective and not model.built:
+    elif any(o.metric == "params" for o in sc.objectives) and not model.built:
         model.predict_on_batch(data.example(1))  # a subclassed model is built by a call
     link.built(model.count_params() if model.built else None, latency)
     result = train(model, settings, data=data, metric=sc.metric,

@@ -461,13 +461,18 @@ def _check_project_experiment(config: Config, tracker: Tracker) -> None:
 
 def _wait_for_parent(study: optuna.Study, progress: PlainProgress) -> str | None:
     """The parent run of a study another process has just created, once that process has
-    recorded it; None if it has not after :data:`PARENT_WAIT_S` (it died first)."""
+    recorded it; None if it has not after :data:`PARENT_WAIT_S` in which the study did not
+    change either (it died first; while it seeds a warm start, its trials grow)."""
     deadline = time.monotonic() + PARENT_WAIT_S
     told = False
+    seen = -1
     while time.monotonic() < deadline:
         parent = study.user_attrs.get(Attr.STUDY_PARENT_RUN)
         if parent is not None:
             return str(parent)
+        trials = len(study.get_trials(deepcopy=False))
+        if trials != seen:
+            seen, deadline = trials, time.monotonic() + PARENT_WAIT_S
         if not told:
             progress.message(f"study {study.study_name}: waiting for the process that "
                              "created it to start its parent run")
@@ -530,6 +535,7 @@ def _optimize(study: optuna.Study, objective: Objective, tracker: Tracker,
                        callbacks=[objective.after_trial, *callbacks], **kwargs)
     finally:
         gc.unfreeze()
+        objective.close()
         if objective.fatal is None:
             close_orphans(study, tracker, objective.open_runs)
 

@@ -38,8 +38,8 @@ from mltune._secrets import scrub_console
 P = ParamSpec("P")
 R = TypeVar("R")
 
-__all__ = ["MODES", "TrialLink", "TrialProcessDied", "end_spares", "fork_blocker",
-           "output_lock", "run_forked", "stopping", "stops_on_signals"]
+__all__ = ["MODES", "Spares", "TrialLink", "TrialProcessDied", "fork_blocker", "output_lock",
+           "run_forked", "stopping", "stops_on_signals"]
 
 MODES = ("fork", "spawn", "none")
 
@@ -61,10 +61,7 @@ def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         if threading.current_thread() is not threading.main_thread():
-            try:
-                return function(*args, **kwargs)
-            finally:
-                end_spares()
+            return function(*args, **kwargs)
 
         def stop(signum: int, frame: Any) -> None:
             if stopping.is_set():  # stopping already: let the clean-up finish (it is bounded)
@@ -80,7 +77,6 @@ def stops_on_signals(function: Callable[P, R]) -> Callable[P, R]:
         try:
             return function(*args, **kwargs)
         finally:
-            end_spares()
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
@@ -147,24 +143,74 @@ def fork_blocker() -> str | None:
     return None
 
 
+class Spares:
+    """Trial processes forked ahead for the trials of one objective: ``target`` is what each
+    runs, ``warm`` what each does first (start the backend's runtime, make the data's
+    tensors). When a trial's training has finished, :func:`run_forked` forks the process of
+    the next trial on the same ``env`` (a GPU slot); it warms up while this process logs the
+    finished trial and samples the next one, then waits for its arguments. One list per
+    ``env``: several slots on the same environment (CPU workers) each keep their own.
+    :meth:`close` ends those no trial came for; a signal kills them with the trials'."""
+
+    def __init__(self, target: Callable[..., None], warm: Callable[[], None]) -> None:
+        self.target, self.warm = target, warm
+        self._waiting: dict[tuple[tuple[str, str], ...], list[tuple[Any, Any]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, env: dict[str, str] | None) -> tuple[Any, Any] | None:
+        """A waiting process for ``env`` still alive, or None."""
+        with self._lock:
+            waiting = self._waiting.get(_env_key(env), [])
+            spare = waiting.pop() if waiting else None
+        if spare is not None and not spare[0].is_alive():
+            _end(*spare)
+            return None
+        return spare
+
+    def keep(self, env: dict[str, str] | None) -> None:
+        """Fork a process for the next trial on ``env``; one that cannot be forked (memory)
+        leaves that trial to fork its own."""
+        if stopping.is_set() or self._closed:
+            return
+        try:
+            spare = _fork(self.target, env, self.warm)
+        except Exception:
+            return
+        with self._lock:
+            if not self._closed:
+                self._waiting.setdefault(_env_key(env), []).append(spare)
+                return
+        _end(*spare)
+
+    def close(self) -> None:
+        """End the processes that wait for trials that will not come."""
+        with self._lock:
+            self._closed = True
+            spares = [s for waiting in self._waiting.values() for s in waiting]
+            self._waiting.clear()
+        for spare in spares:
+            _end(*spare)
+
+
+def _env_key(env: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((env or {}).items()))
+
+
 def run_forked(target: Callable[..., None], args: tuple[Any, ...], link: TrialLink,
-               env: dict[str, str] | None = None,
-               warm: Callable[[], None] | None = None) -> None:
+               env: dict[str, str] | None = None, spares: Spares | None = None) -> None:
     """Run ``target(*args, link)`` in a child process forked from this one, with ``env``
     added to its environment (a GPU of its own). Each call the child makes on its link is
     made here on ``link``, and its answer or exception goes back. An exception of the
     target is raised here; a child that dies raises :class:`TrialProcessDied`. However this
     ends, the child is gone when it returns.
 
-    ``warm``: what every trial's process does first (start the backend's runtime, make the
-    data's tensors). With it, the next trial's process is forked as soon as this one's
-    training has finished: it warms up while this process logs the finished trial and
-    samples the next one, then waits for its ``args`` (a spare, one per ``target`` and
-    ``env``; :func:`stops_on_signals` ends any left over)."""
+    ``spares`` (whose ``target`` is ``target``): the trial takes a process forked ahead
+    when one waits, and forks the next one ahead as soon as its training has finished."""
     if stopping.is_set():
         raise TrialError("not started: the study is stopping")
-    key = (target, tuple(sorted((env or {}).items())))
-    child, ours = _take_spare(key) or _fork(target, env, warm)
+    warm = None if spares is None else spares.warm
+    child, ours = (spares and spares.take(env)) or _fork(target, env, warm)
     try:
         try:
             ours.send(("start", args))
@@ -172,9 +218,8 @@ def run_forked(target: Callable[..., None], args: tuple[Any, ...], link: TrialLi
             _end(child, ours)
             child, ours = _fork(target, env, warm)
             ours.send(("start", args))
-        spare = None if warm is None else functools.partial(_keep_spare, key, target, env,
-                                                            warm)
-        _serve(ours, child, link, spare)
+        _serve(ours, child, link, None if spares is None else functools.partial(spares.keep,
+                                                                                env))
     finally:
         _end(child, ours)
 
@@ -183,17 +228,22 @@ def _fork(target: Callable[..., None], env: dict[str, str] | None,
           warm: Callable[[], None] | None) -> tuple[Any, Any]:
     """A new trial's process, waiting for its arguments: ``(process, our end of its pipe)``."""
     ctx = multiprocessing.get_context("fork")
-    ours, theirs = ctx.Pipe()
-    child = ctx.Process(target=_child_main,
-                        args=(target, theirs, dict(env or {}), os.getpid(), warm),
-                        name="mltune-trial")
+    # The pipe is made, and the child's end closed here, under the lock every fork takes:
+    # a process forked by another thread in between would hold that end open, and this
+    # child's death would never reach us as the end of its pipe.
     with output_lock, warnings.catch_warnings():
+        ours, theirs = ctx.Pipe()
+        child = ctx.Process(target=_child_main,
+                            args=(target, theirs, dict(env or {}), os.getpid(), warm),
+                            name="mltune-trial")
         # Python 3.12+ warns of a fork in a process with threads (Optuna's heartbeat, other
         # trials' threads): the child only trains and talks over its pipe.
         warnings.simplefilter("ignore", DeprecationWarning)
-        child.start()
-        _live.add(child)
-    theirs.close()
+        try:
+            child.start()
+            _live.add(child)
+        finally:
+            theirs.close()
     return child, ours
 
 
@@ -205,47 +255,10 @@ def _end(child: Any, conn: Any) -> None:
     conn.close()
 
 
-_spares: dict[Any, tuple[Any, Any]] = {}  # (target, env) -> a warm process waiting for a trial
-_spares_lock = threading.Lock()
-
-
-def _keep_spare(key: Any, target: Callable[..., None], env: dict[str, str] | None,
-                warm: Callable[[], None]) -> None:
-    if stopping.is_set():
-        return
-    spare = _fork(target, env, warm)
-    with _spares_lock:
-        old, _spares[key] = _spares.get(key), spare
-    if old is not None:
-        _end(*old)
-
-
-def _start(spare: Callable[[], None]) -> None:
-    # A spare that cannot be forked (memory) leaves the next trial to fork its own process.
-    with contextlib.suppress(Exception):
-        spare()
-
-
-def _take_spare(key: Any) -> tuple[Any, Any] | None:
-    with _spares_lock:
-        spare = _spares.pop(key, None)
-    if spare is not None and not spare[0].is_alive():
-        _end(*spare)
-        return None
-    return spare
-
-
-def end_spares() -> None:
-    """End the processes forked ahead for trials that will not come."""
-    with _spares_lock:
-        spares = list(_spares.values())
-        _spares.clear()
-    for spare in spares:
-        _end(*spare)
-
-
 def _serve(conn: Any, child: Any, link: TrialLink,
            spare: Callable[[], None] | None = None) -> None:
+    """Answer the child's calls on ``link`` until it is done. ``spare``: fork the next
+    trial's process, once, when training is over (``finished``) or stopped (pruned)."""
     while True:
         try:
             message = conn.recv()
@@ -256,12 +269,13 @@ def _serve(conn: Any, child: Any, link: TrialLink,
         if kind == "call":
             _, name, args = message
             if name == "finished" and spare is not None:
-                _start(spare)  # training is over: the next trial's process warms up meanwhile
+                spare()  # training is over: the next trial's process warms up meanwhile
+                spare = None
             try:
                 answer = getattr(link, name)(*args)
             except BaseException:
-                if spare is not None and name != "finished":
-                    _start(spare)  # pruned: the same
+                if spare is not None:
+                    spare()  # pruned: the same
                 with contextlib.suppress(OSError):
                     conn.send(("stop",))
                 raise

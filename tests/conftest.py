@@ -226,8 +226,14 @@ def mlflow_server(mlflow_process: MlflowServer) -> str:
 def _mlflow_tracking_uri_restored() -> Iterator[None]:
     """A test that calls ``mlflow.set_tracking_uri`` (to load a logged model, as a user
     would) leaves MLflow's process-wide URI set; clear it, so that the next test in this
-    process resolves its URI from its own arguments and environment."""
+    process resolves its URI from its own arguments and environment. (``set_tracking_uri``
+    sets ``MLFLOW_TRACKING_URI`` too, and ``None`` unsets it: the variable is put back.)"""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None:
         mlflow.set_tracking_uri(None)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

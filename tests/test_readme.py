@@ -161,11 +161,7 @@ COMMANDS: dict[str, Step] = {
     'pip install -e ".[test]" && ruff check . && mypy && lint-imports && pytest': NotHere(
         "the test command: it runs this test"),
     # 1. Run: tune a CNN.
-    # Two trials here (one is not enough): `--data mnist.npz` below resumes this same study,
-    # digits-cnn, on MNIST, and `--register-as digits-cnn` then fails (exit 1: a 28x28 model
-    # evaluated on the 8x8 digits) if that MNIST trial is the study's best, as it is when
-    # this command runs one trial.
-    f"mltune tune {DIGITS}": Run(add="--n-trials 2 --set training.epochs=1"),
+    f"mltune tune {DIGITS}": Run(add="--n-trials 1 --set training.epochs=1"),
     f"mltune tune {DIGITS} --sampler grid --study-name digits-grid "
     "--set training.learning_rate=3e-3": Run(add=SMALL_TUNE),
     f"mltune tune {DIGITS} --sampler tpe --n-trials 40 --study-name cnn-tpe": Run(
@@ -175,7 +171,7 @@ COMMANDS: dict[str, Step] = {
         replace=(("training.epochs=10", "training.epochs=1"),), add="--n-trials 1"),
     "curl -LO https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz": Download(
         "mnist.npz", SHARED_MNIST),
-    f"mltune tune {DIGITS} --data mnist.npz": Run(
+    f"mltune tune {DIGITS} --data mnist.npz --study-name digits-mnist": Run(
         add=f"{SMALL_TUNE} --set data.max_samples=1000", mnist=True),
     "mltune trials cnn-tpe": Run(),
     "mltune studies": Run(),

@@ -54,7 +54,10 @@ def build(params, *, input_shape, num_classes):
     inputs = keras.Input(input_shape)
     x = keras.layers.Flatten()(inputs)
     outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs)
+    model = keras.Model(inputs, outputs)
+    if mode == "dies_saving":  # the OOM killer, once training is over
+        model.save = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+    return model
 '''
 
 
@@ -163,6 +166,25 @@ def test_each_trial_trains_in_its_own_process_and_a_crash_fails_it_alone(
     finally:
         mlflow.set_tracking_uri(None)
     assert np.asarray(predictions).shape == (2, 10)
+
+
+def test_a_trial_whose_process_dies_while_saving_its_model_keeps_its_result(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    # The trial reported its outcome, then its process was killed while it wrote the model:
+    # the trial completes without its model, which its run says.
+    path = _study(tmp_path, "dies-saving", ["dies_saving"])
+    proc = _cli("tune", str(path), "--storage", stores["storage"], "--tracking-uri",
+                stores["tracking_uri"], cwd=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    (trial,) = load_study("dies-saving", stores["storage"]).trials
+    assert trial.state.name == "COMPLETE" and trial.value is not None
+    assert "mlflow_model_uri" not in trial.user_attrs
+    run = _runs(stores["tracking_uri"], "dies-saving")["trial-000"]
+    assert run.info.status == "FINISHED"
+    assert "killed by SIGKILL" in run.data.tags["mltune.model_error"]
+    assert "trial 0: model not logged" in out
+    assert all(_gone(pid, within=5) for pid in _pids(tmp_path))
 
 
 def _start(mode: str, path: Path, stores: dict[str, str], tmp_path: Path
