@@ -386,9 +386,25 @@ def _config(study: StudySpec, *, model: Any, data: Any, validation_data: Any, te
     raw.setdefault("study", {})
     if isinstance(raw["study"], dict):
         raw["study"].setdefault("name", "study")
+    raw = _plain(raw)
     config = parse_config(raw, source=source, for_study=for_study,
                           data_given=arrays is not None)
     return config, UserCode(builder, loader, arrays)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with NumPy scalars made Python numbers and tuples lists, as a study file
+    would give them (values computed in Python are often ``np.int64``); the study is stored
+    as JSON."""
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _is_loader(data: Any) -> bool:

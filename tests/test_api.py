@@ -121,10 +121,13 @@ def test_a_custom_builder_with_a_custom_layer_is_tuned(user_code, digits, stores
                                                        ) -> None:
     import usermodels
 
+    # Numbers computed with NumPy, as a notebook makes them, count as the same numbers.
+    space = {"depth": {"type": "int", "low": np.int64(1), "high": np.int64(2)},
+             "width": {"type": "categorical", "choices": list(np.array([4, 8]))}}
     result = mltune.tune(
         model=usermodels.build, data=(digits["x_train"], digits["y_train"]),
-        validation_data=(digits["x_val"], digits["y_val"]), search_space=SPACE,
-        sampler=sampler, n_trials=None if sampler == "grid" else 3, epochs=1, seed=0,
+        validation_data=(digits["x_val"], digits["y_val"]), search_space=space,
+        sampler=sampler, n_trials=None if sampler == "grid" else np.int64(3), epochs=1, seed=0,
         study_name=f"custom-{sampler}", progress=False, **stores)
 
     n = 4 if sampler == "grid" else 3
