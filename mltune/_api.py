@@ -357,7 +357,7 @@ def _config(study: StudySpec, *, model: Any, data: Any, validation_data: Any, te
     for key, value in values.items():
         if value is not None:
             path = _STUDY_KEYS.get(key, f"training.{key}")
-            raw = set_key(raw, path, list(value) if isinstance(value, tuple) else value)
+            raw = set_key(raw, path, value)  # tuples become lists in _plain below
     if search_space is not None:
         raw["search_space"] = copy.deepcopy(dict(search_space))
     if model_params:

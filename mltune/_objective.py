@@ -87,8 +87,8 @@ class Objective:
 
         # The same callable for every trial: a process forked ahead (warmed up) serves any
         # trial of this objective. close() ends those left when the study ends.
-        self._train = functools.partial(train_trial, session)
-        self.spares = Spares(self._train, functools.partial(warm_up, session)) if fork else None
+        self.spares = (Spares(functools.partial(train_trial, session),
+                              functools.partial(warm_up, session)) if fork else None)
 
     def close(self) -> None:
         """End the trials' processes forked ahead that no trial will take."""
@@ -137,10 +137,9 @@ class Objective:
         try:
             # Each trial gets its own seed, so a trial reruns the same way.
             seed = None if sc.seed is None else sc.seed + trial.number
-            if self.fork:
+            if self.spares is not None:
                 try:
-                    run_forked(self._train, (settings, seed), record, env=slot,
-                               spares=self.spares)
+                    run_forked(self.spares, (settings, seed), record, env=slot)
                 except TrialProcessDied as e:
                     if record.values is None:
                         raise

@@ -197,31 +197,39 @@ def _env_key(env: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((env or {}).items()))
 
 
-def run_forked(target: Callable[..., None], args: tuple[Any, ...], link: TrialLink,
-               env: dict[str, str] | None = None, spares: Spares | None = None) -> None:
-    """Run ``target(*args, link)`` in a child process forked from this one, with ``env``
-    added to its environment (a GPU of its own). Each call the child makes on its link is
-    made here on ``link``, and its answer or exception goes back. An exception of the
+def run_forked(spares: Spares, args: tuple[Any, ...], link: TrialLink,
+               env: dict[str, str] | None = None) -> None:
+    """Run ``spares.target(*args, link)`` in a child process forked from this one, with
+    ``env`` added to its environment (a GPU of its own). Each call the child makes on its
+    link is made here on ``link``, and its answer or exception goes back. An exception of the
     target is raised here; a child that dies raises :class:`TrialProcessDied`. However this
     ends, the child is gone when it returns.
 
-    ``spares`` (whose ``target`` is ``target``): the trial takes a process forked ahead
-    when one waits, and forks the next one ahead as soon as its training has finished."""
+    The trial takes a process of ``spares`` forked ahead when one waits, and forks the next
+    one ahead as soon as its training has finished."""
     if stopping.is_set():
         raise TrialError("not started: the study is stopping")
-    warm = None if spares is None else spares.warm
-    child, ours = (spares and spares.take(env)) or _fork(target, env, warm)
+    child, ours = spares.take(env) or _fork(spares.target, env, spares.warm)
     try:
-        try:
-            ours.send(("start", args))
-        except OSError:  # the spare died while it waited: a fresh one takes the trial
+        if not _handed(ours, args):  # the spare died while it waited: a fresh one takes it
             _end(child, ours)
-            child, ours = _fork(target, env, warm)
-            ours.send(("start", args))
-        _serve(ours, child, link, None if spares is None else functools.partial(spares.keep,
-                                                                                env))
+            child, ours = _fork(spares.target, env, spares.warm)
+            if not _handed(ours, args):
+                child.join()
+                raise TrialProcessDied(child.exitcode)
+        _serve(ours, child, link, functools.partial(spares.keep, env))
     finally:
         _end(child, ours)
+
+
+def _handed(conn: Any, args: tuple[Any, ...]) -> bool:
+    """Give a waiting trial's process its arguments; False when it died before it took
+    them (a signal that was on its way when it was taken)."""
+    try:
+        conn.send(("start", args))
+        return bool(conn.recv()[0] == "taken")
+    except (EOFError, OSError):
+        return False
 
 
 def _fork(target: Callable[..., None], env: dict[str, str] | None,
@@ -333,6 +341,8 @@ def _child_main(target: Callable[..., None], conn: Any, env: dict[str, str], par
         message = conn.recv()
     except (EOFError, OSError):  # a spare no trial came for
         os._exit(0)
+    with contextlib.suppress(OSError):
+        conn.send(("taken",))
     code = 0
     try:
         target(*message[1], _PipeLink(conn))
