@@ -1,15 +1,16 @@
 """What a process per trial costs: the same trials through ``mltune.tune`` with
 ``trial_process="fork"`` (the default on Linux), with ``trial_process="none"``, and in a bare
-Keras loop, side by side in one run.
+Keras loop, side by side in one run, the three arms taking turns trial by trial.
 
-Three arms, each run in a fresh process of this script (``--arm ARM``, which hands its figures
-back as JSON), because a process that has run a TensorFlow op cannot fork trials safely (mltune
-then trains in-process and prints ``note: trials train in this process``; the fork arm checks
-for that line and fails if it appears):
+Three arms, each a long-lived process of this script (``--arm ARM``), because a process that
+has run a TensorFlow op cannot fork trials safely (mltune then trains in-process and prints
+``note: trials train in this process``; the fork arm checks for that line and fails if it
+appears):
 
 - ``fork``: ``mltune.tune(study_dict, storage=..., tracking_uri=..., progress=False,
   trial_process="fork")``: the study's process never runs a TensorFlow op; each trial is a
-  child process forked from it, which builds and fits one model and exits.
+  child process forked from it, which builds and fits one model and exits (the next trial's
+  process is forked ahead, as mltune does).
 - ``none``: the same call with ``trial_process="none"``: every trial trains in the study's
   process (``clear_session`` after each).
 - ``bare``: Keras alone, in one process: for configuration i, ``keras.utils.set_random_seed(
@@ -17,6 +18,17 @@ for that line and fails if it appears):
   ``mltune._trainer.compile_model`` (mltune's compile recipe), ``model.fit(x, y, batch_size=...,
   epochs=..., validation_data=..., verbose=0)`` on the NumPy arrays, ``keras.backend.
   clear_session()``.
+
+**Turns.** This process starts the arms one after the other (each says when it is ready:
+imports, data, study created; that time is its start-up), then runs ``--trials`` rounds; in
+round i each arm runs trial i while the other two wait on a pipe, the arms' order rotated each
+round (fork, none, bare; then none, bare, fork; ...). So a shared machine's drift hits all arms
+alike, and no arm's work overlaps another's. The mltune arms wait in an Optuna trial callback
+(``tune(trial_callbacks=[cb])``), so a trial's turn holds what mltune does between trials
+(logging, the after-trial callbacks, sampling the next trial, handing it its process); the
+fork arm ends its turn only when its processes are idle (the next trial's process, forked
+ahead, has warmed up), so that warm-up is counted in the fork arm's own time. After the last
+round each arm finishes (the mltune arms' end-of-study report) in turn.
 
 The same configurations in all arms: this process (which imports neither TensorFlow nor Keras)
 draws ``--trials`` configurations once, with a seeded Optuna ``RandomSampler`` over the search
@@ -27,41 +39,30 @@ resumes a study by name, runs exactly those, in that order, as trials 0..n-1. Th
 same everywhere: MNIST (``data.source``), ``data.max_samples`` ``--samples``, 10% validation,
 split by mltune's loader with the study's seed; the bare arm loads it with the same function
 (``mltune._data.load_data``). The built-in CNN, ``--epochs`` epochs, Adam, constant learning
-rate. Each arm runs its study in a new temporary folder (the current folder while it runs:
-MLflow writes ``./mlruns`` there) with an Optuna journal file and an MLflow SQLite store; the
-progress lines of ``tune`` are captured (and searched for the fallback note).
+rate. Each mltune arm runs its study in a new temporary folder (the current folder while it
+runs: MLflow writes ``./mlruns`` there) with an Optuna journal file and an MLflow SQLite store.
 
-Each of ``--repeats`` repeats runs the three arms one after the other, the order rotated each
-repeat (fork, none, bare; then none, bare, fork; then bare, fork, none; ...), so that the drift
-of a shared machine hits all arms alike.
+Figures per arm and trial:
 
-Figures per arm and repeat:
+- **turn**: seconds from the arm being told to go to its saying it is done. The first trial's
+  turn also holds the set-up of ``tune`` (data, parent run) in the mltune arms and the start of
+  TensorFlow's runtime in all arms, so the overheads are taken over trials 1..n-1 (the steady
+  state); trial 0 is reported on its own.
+- **fit**: mltune arms: the ``train_seconds`` metric of the trial's MLflow run (mltune's input
+  pipeline + ``model.fit``; read with ``MlflowClient``); bare: the ``model.fit`` time.
+- **CPU** seconds (user + system) and minor page faults in the turn: ``getrusage`` of the arm's
+  process, plus, in the fork arm, of its trials' processes (counted when each is reaped).
+- **RSS** of the study's (arm's) process after each trial (in the fork arm, the parent, which
+  trains nothing), and the largest peak RSS of a trial's process (fork:
+  ``getrusage(RUSAGE_CHILDREN).ru_maxrss``).
 
-- **trial phase**: mltune arms: from the first trial's ``datetime_start`` to the last trial's
-  ``datetime_complete`` (Optuna's timestamps, read with ``mltune.load_study``); it holds the
-  trials and what runs between them (mltune's after-trial callbacks), not the study's set-up
-  nor its end-of-study report. Bare: from the first ``set_random_seed`` to the end of the last
-  ``clear_session``. Per trial = trial phase / trials.
-- **fits**: mltune arms: the sum of the ``train_seconds`` metric of each trial's MLflow run
-  (mltune's input pipeline + ``model.fit``; read with ``MlflowClient``); bare: the sum of the
-  ``model.fit`` times. Outside fits = trial phase - fits (the forks, building, compiling,
-  MLflow, Optuna, clearing).
-- **RSS growth** of the study's process from after trial 1 to after the last trial
-  (``/proc/self/statm``, sampled by an Optuna callback, ``tune(trial_callbacks=[cb])``; in the
-  fork arm that is the parent process, which trains nothing); bare: the arm's process, after
-  each ``clear_session``.
-- **child peak** (fork arm): the largest peak RSS of a trial's process,
-  ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after ``tune`` returned.
-- **arm wall**: the arm's whole process (Python, imports, data, study, report), timed by this
-  process around it.
+Reported: over trials 1..n-1, the summed turns per arm and the overheads against bare,
+``(arm - bare) / bare`` (target for fork: at most 2%), with the median of the per-trial
+overheads beside it; the same for the fits and what lies outside them; trial 0; RSS growth;
+every trial's figures. Run from the repository root, e.g.::
 
-Reported: medians over the repeats of the per-trial seconds, of the per-repeat ratios of the
-trial phases (fork / none, fork / bare) and of the overheads against bare ((arm - bare) /
-bare; target for fork: at most 2%), the RSS growth, the child peak, then every repeat's
-figures. Run from the repository root, e.g.::
-
-    /work/venv/bin/python bench/trial_process.py                  # 3 repeats, 8 trials each
-    /work/venv/bin/python bench/trial_process.py --repeats 1 --trials 2 --samples 1000 --epochs 1
+    /work/venv/bin/python bench/trial_process.py                  # 12 trials
+    /work/venv/bin/python bench/trial_process.py --trials 2 --samples 1000 --epochs 1
     /work/venv/bin/python bench/trial_process.py --write-docs
 
 ``--write-docs`` writes the section "A process per trial (bench/trial_process.py)" of
@@ -76,6 +77,7 @@ import datetime as dt
 import io
 import json
 import math
+import multiprocessing
 import os
 import resource
 import statistics
@@ -84,7 +86,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,25 +125,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = data_parser(__doc__, 8000,
                     "data.max_samples: training + validation images taken from MNIST's "
                     "training set (10%% validation)")
-    p.add_argument("--trials", type=int, default=8,
-                   help="configurations (trials) per arm and repeat")
+    p.add_argument("--trials", type=int, default=12,
+                   help="configurations (trials) per arm; the arms take turns trial by trial")
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="repeats of the three arms, their order rotated each repeat")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the configurations' sampler, study.seed (data split, Keras "
                    "seeds: seed + trial number)")
     p.add_argument("--write-docs", action="store_true",
                    help=f"write the section into {DOCS} (else print only)")
-    # This script's own child processes, one per arm and repeat.
+    # This script's own child processes, one per arm.
     p.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
     p.add_argument("--configs-json", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result-json", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--baton", help=argparse.SUPPRESS)  # READ_FD,WRITE_FD of the turns
     args = p.parse_args(argv)
-    if args.trials < 1 or args.repeats < 1 or args.epochs < 1:
-        p.error("--trials, --repeats and --epochs must be at least 1")
-    if args.arm is not None and (args.configs_json is None or args.result_json is None):
-        p.error("--arm needs --configs-json and --result-json")
+    if args.trials < 2 or args.epochs < 1:
+        p.error("--trials must be at least 2 and --epochs at least 1")
+    if args.arm is not None and (args.configs_json is None or args.result_json is None
+                                 or args.baton is None):
+        p.error("--arm needs --configs-json, --result-json and --baton")
     return args
 
 
@@ -181,33 +183,90 @@ def study_dict(args: argparse.Namespace, data: Path, n_trials: int) -> dict[str,
 
 
 # -- in an arm's process ------------------------------------------------------------------------
+class Baton:
+    """The arm's end of its turns: wait to be told to go, say when done (with the turn's
+    figures), measuring the turn in between."""
+
+    def __init__(self, spec: str, fork: bool) -> None:
+        r, w = (int(x) for x in spec.split(","))
+        self._in = os.fdopen(r, "r")
+        self._out = os.fdopen(w, "w", buffering=1)
+        self._fork = fork
+        self.turns: list[dict[str, float]] = []
+        self._go = 0.0
+        self._usage = (0.0, 0)
+
+    def ready(self) -> None:
+        self._out.write("ready\n")
+
+    def wait(self) -> None:
+        line = self._in.readline()
+        if line.strip() != "go":
+            raise RuntimeError(f"the main process said {line!r}, not 'go'")
+        self._go = time.perf_counter()
+        self._usage = _usage()
+
+    def done(self) -> None:
+        if self._fork:
+            _settle()  # the next trial's process, forked ahead, has warmed up
+        seconds = time.perf_counter() - self._go
+        cpu, faults = _usage()
+        turn = {"seconds": seconds, "cpu": cpu - self._usage[0],
+                "faults": float(faults - self._usage[1])}
+        self.turns.append(turn)
+        self._out.write(json.dumps(turn) + "\n")
 
 
+def _usage() -> tuple[float, int]:
+    """CPU seconds (user + system) and minor page faults of this process and its reaped
+    children so far."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                               resource.RUSAGE_CHILDREN))
+    return (me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime,
+            me.ru_minflt + kids.ru_minflt)
+
+
+def _settle(limit: float = 60.0) -> None:
+    """Wait until this process's children use no CPU over 0.2 s (or ``limit`` passed)."""
+    end = time.monotonic() + limit
+
+    def ticks() -> dict[int, int]:
+        out = {}
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(OSError, TypeError):
+                fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[int(child.pid or 0)] = int(fields[11]) + int(fields[12])  # utime, stime
+        return out
+
+    before = ticks()
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        now = ticks()
+        if now == before:
+            return
+        before = now
 
 
 @dataclass
 class ArmResult:
-    """One arm's figures in one repeat, as its process hands them back."""
+    """One arm's figures, as its process hands them back."""
 
     arm: str
-    trials: int
-    phase: float  # the trial phase, seconds
-    fits: float  # train_seconds (mltune) or model.fit (bare), summed
+    turns: list[dict[str, float]]  # per trial: seconds, cpu, faults
+    fits: list[float]  # per trial: train_seconds (mltune) or model.fit (bare)
     rss: list[int]  # the study's (arm's) process, after each trial
     child_peak: int | None = None  # fork: largest peak RSS of a trial's process, bytes
-    tune_wall: float | None = None  # mltune arms: tune() called -> returned
     best_value: float = 0.0  # best val_accuracy (a sanity check)
     device: str = ""  # mltune arms: the device tag of the trials' runs
-    wall: float = 0.0  # the whole process, filled in by the main process
-    order: str = ""  # filled in by the main process: position in the repeat
+    startup: float = 0.0  # filled in by the main process: started -> ready
 
-    @property
-    def per_trial(self) -> float:
-        return self.phase / self.trials
-
-    @property
-    def outside_fits(self) -> float:
-        return self.phase - self.fits
+    def steady(self, key: str) -> float:
+        """``key`` summed over trials 1..n-1 (``fit``: the fits; ``outside``: turn - fit)."""
+        if key == "fit":
+            return sum(self.fits[1:])
+        if key == "outside":
+            return sum(t["seconds"] - f for t, f in zip(self.turns[1:], self.fits[1:], strict=True))
+        return sum(t[key] for t in self.turns[1:])
 
     @property
     def growth(self) -> float:
@@ -216,7 +275,7 @@ class ArmResult:
 
 
 def run_mltune_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, Any]],
-                   trial_process: str) -> ArmResult:
+                   trial_process: str, baton: Baton) -> ArmResult:
     """The configurations as the trials of one study through ``mltune.tune``."""
     import optuna
     from mlflow.tracking import MlflowClient
@@ -230,6 +289,8 @@ def run_mltune_arm(args: argparse.Namespace, data: Path, configs: list[dict[str,
 
     def after_trial(study: Any, trial: Any) -> None:  # an Optuna callback, in this process
         samples.append(rss_bytes())
+        baton.done()
+        baton.wait()  # the next trial, or (after the last) the end of the study
 
     n = len(configs)
     with (tempfile.TemporaryDirectory(prefix="mltune-bench-") as folder,
@@ -242,12 +303,12 @@ def run_mltune_arm(args: argparse.Namespace, data: Path, configs: list[dict[str,
         for params in configs:
             pre.enqueue_trial(params)
         out = io.StringIO()
-        start = time.perf_counter()
+        baton.ready()
+        baton.wait()
         with contextlib.redirect_stdout(out):  # the plain progress lines
             result = mltune.tune(study_dict(args, data, n), storage=journal, tracking_uri=uri,
                                  progress=False, trial_callbacks=[after_trial],
                                  trial_process=trial_process)
-        tune_wall = time.perf_counter() - start
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB
         text = out.getvalue()
         if trial_process == "fork" and FALLBACK in text:
@@ -263,21 +324,16 @@ def run_mltune_arm(args: argparse.Namespace, data: Path, configs: list[dict[str,
         runs = [client.get_run(t.user_attrs[Attr.RUN_ID]) for t in trials]
     if len(samples) != n:
         raise RuntimeError(f"the trial callback ran {len(samples)} times, not {n}")
-    starts = [t.datetime_start for t in trials if t.datetime_start is not None]
-    ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     values = [float(t.value) for t in trials if t.value is not None]
-    if len(starts) != n or len(ends) != n or len(values) != n:
-        raise RuntimeError("a completed trial lacks its start, end or value")
     return ArmResult(
-        arm=trial_process, trials=n, phase=(max(ends) - min(starts)).total_seconds(),
-        fits=sum(float(r.data.metrics["train_seconds"]) for r in runs), rss=samples,
-        child_peak=children if trial_process == "fork" else None, tune_wall=tune_wall,
-        best_value=max(values),
+        arm=trial_process, turns=baton.turns,
+        fits=[float(r.data.metrics["train_seconds"]) for r in runs], rss=samples,
+        child_peak=children if trial_process == "fork" else None, best_value=max(values),
         device=", ".join(sorted({r.data.tags.get(Tag.DEVICE, "?") for r in runs})))
 
 
-def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, Any]]
-                 ) -> ArmResult:
+def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, Any]],
+                 baton: Baton) -> ArmResult:
     """The configurations with Keras alone, one after the other in this process."""
     from mltune._device import backend, native_logs_muted
 
@@ -297,18 +353,16 @@ def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, A
         raise RuntimeError(f"expected 8-bit images, got pixel_max {dataset.pixel_max}")
     x, y, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val
     samples: list[int] = []
-    fits = 0.0
+    fits: list[float] = []
     best = 0.0
-    start = end = time.perf_counter()
+    baton.ready()
     # stderr's descriptor held shut as mltune holds it while TensorFlow starts (its C++ lines
     # ignore TF_CPP_MIN_LOG_LEVEL then); an exception still shows once the block is left.
     with native_logs_muted():
         for i, params in enumerate(configs):
+            baton.wait()
             settings = config.params_for(params)
             batch = int(settings["batch_size"])
-            t0 = time.perf_counter()
-            if i == 0:
-                start = t0
             keras.utils.set_random_seed((seed or 0) + i)
             model = build_model(settings, input_shape=dataset.input_shape,
                                 num_classes=dataset.num_classes, pixel_max=255.0)
@@ -316,128 +370,152 @@ def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, A
             t1 = time.perf_counter()
             history = model.fit(x, y, batch_size=batch, epochs=int(settings["epochs"]),
                                 validation_data=(x_val, y_val), verbose=0)
-            fits += time.perf_counter() - t1
+            fits.append(time.perf_counter() - t1)
             best = max(best, *history.history["val_accuracy"])
             del model, history
             keras.backend.clear_session()
-            end = time.perf_counter()
             samples.append(rss_bytes())
-    return ArmResult(arm="bare", trials=len(configs), phase=end - start, fits=fits,
-                     rss=samples, best_value=float(best))
+            baton.done()
+    baton.wait()  # the end
+    return ArmResult(arm="bare", turns=baton.turns, fits=fits, rss=samples,
+                     best_value=float(best))
 
 
 def run_arm(args: argparse.Namespace, data: Path) -> int:
-    """This process is one arm: measure it, write its figures to ``--result-json``."""
+    """This process is one arm: take its turns, write its figures to ``--result-json``."""
     configs = json.loads(args.configs_json.read_text())
-    result = (run_bare_arm(args, data, configs) if args.arm == "bare" else
-              run_mltune_arm(args, data, configs, args.arm))
+    baton = Baton(args.baton, fork=args.arm == "fork")
+    result = (run_bare_arm(args, data, configs, baton) if args.arm == "bare" else
+              run_mltune_arm(args, data, configs, args.arm, baton))
     args.result_json.write_text(json.dumps(asdict(result)))
     return 0
 
 
 # -- the main process ---------------------------------------------------------------------------
-def rotated(repeat: int) -> tuple[str, ...]:
-    """The arms' order in repeat ``repeat`` (0-based): fork, none, bare; none, bare, fork..."""
-    k = repeat % len(ARMS)
+def rotated(i: int) -> tuple[str, ...]:
+    """The arms' order in round ``i`` (0-based): fork, none, bare; none, bare, fork..."""
+    k = i % len(ARMS)
     return ARMS[k:] + ARMS[:k]
 
 
+class Arm:
+    """An arm's process, seen from the main process."""
 
+    def __init__(self, args: argparse.Namespace, data: Path, arm: str, folder: Path) -> None:
+        self.arm = arm
+        self.result_path = folder / f"{arm}.json"
+        # The arm reads what we write on self._w and writes what we read on self._r.
+        arm_r, self._w = os.pipe()
+        self._r, arm_w = os.pipe()
+        argv = [sys.executable, str(Path(__file__).resolve()), "--data", str(data),
+                "--samples", str(args.samples), "--trials", str(args.trials),
+                "--epochs", str(args.epochs), "--seed", str(args.seed), "--arm", arm,
+                "--configs-json", str(folder / "configs.json"),
+                "--result-json", str(self.result_path), "--baton", f"{arm_r},{arm_w}"]
+        start = time.perf_counter()
+        self.process = subprocess.Popen(argv, cwd=REPO, pass_fds=(arm_r, arm_w))
+        os.close(arm_r)
+        os.close(arm_w)
+        self._reader = os.fdopen(self._r, "r")
+        self._writer = os.fdopen(self._w, "w", buffering=1)
+        self._expect("ready")
+        self.startup = time.perf_counter() - start
 
-@dataclass
-class Repeat:
-    order: tuple[str, ...]
-    arms: dict[str, ArmResult] = field(default_factory=dict)
+    def _expect(self, word: str | None) -> dict[str, float]:
+        line = self._reader.readline()
+        if not line:
+            code = self.process.wait()
+            raise RuntimeError(f"arm {self.arm} ended (exit code {code})")
+        if word is not None:
+            if line.strip() != word:
+                raise RuntimeError(f"arm {self.arm} said {line!r}, not {word!r}")
+            return {}
+        return dict(json.loads(line))
 
-    def ratio(self, a: str, b: str) -> float:
-        return self.arms[a].phase / self.arms[b].phase
+    def turn(self) -> dict[str, float]:
+        self._writer.write("go\n")
+        return self._expect(None)
 
-    def overhead_pct(self, arm: str) -> float:
-        return 100.0 * (self.arms[arm].phase - self.arms["bare"].phase) / self.arms["bare"].phase
+    def finish(self) -> ArmResult:
+        self._writer.write("go\n")
+        code = self.process.wait()
+        if code != 0 or not self.result_path.is_file():
+            raise RuntimeError(f"arm {self.arm} failed at its end (exit code {code})")
+        result = ArmResult(**json.loads(self.result_path.read_text()))
+        result.startup = self.startup
+        return result
 
-
-def arm_argv(args: argparse.Namespace, data: Path, arm: str, configs: Path, out: Path
-             ) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--data", str(data),
-            "--samples", str(args.samples), "--trials", str(args.trials),
-            "--epochs", str(args.epochs), "--seed", str(args.seed), "--arm", arm,
-            "--configs-json", str(configs), "--result-json", str(out)]
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def measure(args: argparse.Namespace, data: Path, configs: list[dict[str, Any]]
-            ) -> list[Repeat] | None:
-    """Every repeat's three arms, each in a fresh process of this script."""
-    repeats: list[Repeat] = []
-    with tempfile.TemporaryDirectory(prefix="mltune-bench-trial-process-") as folder:
-        configs_path = Path(folder) / "configs.json"
-        configs_path.write_text(json.dumps(configs))
-        for r in range(args.repeats):
-            rep = Repeat(rotated(r))
-            for position, arm in enumerate(rep.order, 1):
-                out = Path(folder) / f"{r + 1}-{arm}.json"
-                start = time.perf_counter()
-                done = subprocess.run(arm_argv(args, data, arm, configs_path, out), cwd=REPO)
-                wall = time.perf_counter() - start
-                if done.returncode != 0 or not out.is_file():
-                    print(f"error: arm {arm} of repeat {r + 1} failed (exit code "
-                          f"{done.returncode})", file=sys.stderr)
-                    return None
-                res = ArmResult(**json.loads(out.read_text()))
-                res.wall, res.order = wall, f"{position}/{len(rep.order)}"
-                rep.arms[arm] = res
-                peak = ("" if res.child_peak is None else
-                        f", child peak {res.child_peak / MB:.0f} MB")
-                peak = f", RSS after trial 1 {res.rss[0] / MB:.0f} MB{peak}"
-                print(f"  repeat {r + 1}/{args.repeats}, {arm:4s} ({res.order}): trial phase "
-                      f"{res.phase:.2f} s ({res.per_trial:.2f} s a trial), fits {res.fits:.2f} "
-                      f"s, RSS growth {res.growth:+.1f} MB{peak}; arm wall {wall:.1f} s; "
-                      f"best val_accuracy {res.best_value:.4f}; load {load_avg()}", flush=True)
-            repeats.append(rep)
-    return repeats
+            ) -> dict[str, ArmResult] | None:
+    """The arms' processes, started one after the other, taking turns trial by trial."""
+    arms: dict[str, Arm] = {}
+    with tempfile.TemporaryDirectory(prefix="mltune-bench-trial-process-") as name:
+        folder = Path(name)
+        (folder / "configs.json").write_text(json.dumps(configs))
+        try:
+            for arm in ARMS:
+                arms[arm] = Arm(args, data, arm, folder)
+                print(f"  {arm}: ready after {arms[arm].startup:.1f} s", flush=True)
+            for i in range(len(configs)):
+                line = []
+                for arm in rotated(i):
+                    turn = arms[arm].turn()
+                    line.append(f"{arm} {turn['seconds']:.2f} s (CPU {turn['cpu']:.1f} s)")
+                print(f"  trial {i}: {', '.join(line)}; load {load_avg()}", flush=True)
+            return {arm: arms[arm].finish() for arm in ARMS}
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return None
+        finally:
+            for a in arms.values():
+                a.kill()
 
 
 def _med(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def _pct(a: float, b: float) -> float:
+    return 100.0 * (a - b) / b
+
+
 def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
-           configs: list[dict[str, Any]], repeats: list[Repeat], loads: tuple[str, str],
-           elapsed: float) -> str:
-    def arms(name: str) -> list[ArmResult]:
-        return [rep.arms[name] for rep in repeats]
+           configs: list[dict[str, Any]], results: dict[str, ArmResult],
+           loads: tuple[str, str], elapsed: float) -> str:
+    fork, none, bare = (results[a] for a in ARMS)
+    n = len(configs)
+    turns = {a: r.steady("seconds") for a, r in results.items()}
+    over = {a: _pct(turns[a], turns["bare"]) for a in ("fork", "none")}
+    per_trial = {a: [_pct(results[a].turns[i]["seconds"], bare.turns[i]["seconds"])
+                     for i in range(1, n)] for a in ("fork", "none")}
+    fork_none = [fork.turns[i]["seconds"] / none.turns[i]["seconds"] for i in range(1, n)]
+    verdict = "met" if over["fork"] <= TARGET_PCT else "missed"
+    devices = sorted({r.device for r in results.values() if r.device})
 
-    per_trial = {a: _med([x.per_trial for x in arms(a)]) for a in ARMS}
-    fork_none = [rep.ratio("fork", "none") for rep in repeats]
-    fork_bare = [rep.ratio("fork", "bare") for rep in repeats]
-    over = {a: [rep.overhead_pct(a) for rep in repeats] for a in ("fork", "none")}
-    fork_over = _med(over["fork"])
-    verdict = "met" if fork_over <= TARGET_PCT else "missed"
-    growth = {a: _med([x.growth for x in arms(a)]) for a in ARMS}
-    child = [x.child_peak for x in arms("fork") if x.child_peak is not None]
-    walls = {a: _med([x.wall for x in arms(a)]) for a in ARMS}
-    devices = sorted({x.device for a in ("fork", "none") for x in arms(a) if x.device})
-
-    def spread(values: list[float], fmt: str) -> str:
-        if len(values) < 2:
-            return ""
-        return f" (single repeats {min(values):{fmt}} to {max(values):{fmt}})"
+    def figures(key: str, fmt: str = ".1f") -> str:
+        return ", ".join(f"{a} {results[a].steady(key):{fmt}}" for a in ARMS)
 
     rows = []
-    for i, rep in enumerate(repeats, 1):
-        for arm in rep.order:
-            x = rep.arms[arm]
-            rows.append([str(i), x.order, arm, f"{x.phase:.2f}", f"{x.per_trial:.2f}",
-                         f"{x.fits:.2f}", f"{x.outside_fits:.2f}", f"{x.growth:+.1f}",
-                         "-" if x.child_peak is None else f"{x.child_peak / MB:.0f}",
-                         f"{x.wall:.1f}"])
-    table = fmt_table(["repeat", "order", "arm", "trial phase (s)", "per trial (s)", "fits (s)",
-                       "outside fits (s)", "RSS growth (MB)", "child peak (MB)",
-                       "arm wall (s)"], rows)
-    shown = "; ".join(
-        f"{i}: lr {c['learning_rate']:.2e}, filters {c['filters']}, batch {c['batch_size']}"
-        for i, c in enumerate(configs))
+    for i, c in enumerate(configs):
+        row = [str(i), f"{c['learning_rate']:.2e} / {c['filters']} / {c['batch_size']}",
+               "/".join(a[0] for a in rotated(i))]
+        row += [f"{results[a].turns[i]['seconds']:.2f}" for a in ARMS]
+        row += [f"{results[a].fits[i]:.2f}" for a in ARMS]
+        row += [f"{results[a].turns[i]['cpu']:.1f}" for a in ARMS]
+        row += [f"{results[a].turns[i]['faults'] / 1000:.0f}" for a in ARMS]
+        rows.append(row)
+    table = fmt_table(["trial", "lr / filters / batch", "order",
+                       "fork turn (s)", "none turn (s)", "bare turn (s)",
+                       "fork fit (s)", "none fit (s)", "bare fit (s)",
+                       "fork CPU (s)", "none CPU (s)", "bare CPU (s)",
+                       "fork faults (k)", "none faults (k)", "bare faults (k)"], rows)
     command = " ".join([sys.executable, "bench/trial_process.py", *argv])
-    n = len(repeats)
     return "\n".join([
         SECTION,
         "",
@@ -453,36 +531,44 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
         command,
         "```",
         "",
-        f"{args.trials} configurations drawn once by Optuna's `RandomSampler` (seed "
-        f"{args.seed}) over learning_rate (3e-4..3e-3, log), filters (16, 32), batch_size "
-        f"(64, 128), the same in every arm ({shown}); the built-in CNN, MNIST "
-        f"`data.max_samples: {args.samples}` (10% validation), {args.epochs} epoch(s), Adam; "
-        f"{n} repeat(s), the arms' order rotated each repeat; each arm in a fresh process. "
-        "`fork` and `none`: `mltune.tune(..., trial_process=...)` with an Optuna journal file "
-        "and an MLflow SQLite store in a new temporary folder; `bare`: seed, "
-        "`mltune._model.build_model`, `mltune._trainer.compile_model`, `model.fit` on the "
-        "NumPy arrays, `keras.backend.clear_session()`. Trial phase: first trial started -> "
-        "last trial completed (bare: first build -> last clear_session). Medians over the "
-        "repeats; ratios and overheads are medians of the per-repeat figures:",
+        f"{n} configurations drawn once by Optuna's `RandomSampler` (seed {args.seed}) over "
+        "learning_rate (3e-4..3e-3, log), filters (16, 32), batch_size (64, 128), the same in "
+        f"every arm; the built-in CNN, MNIST `data.max_samples: {args.samples}` (10% "
+        f"validation), {args.epochs} epoch(s), Adam. The three arms are long-lived processes "
+        "that take turns trial by trial, the order rotated each round (see the script's "
+        "docstring). `fork` and `none`: `mltune.tune(..., trial_process=...)` with an Optuna "
+        "journal file and an MLflow SQLite store; a trial's turn holds what mltune does "
+        "between trials, and the fork arm's turn ends once the next trial's process, forked "
+        "ahead, has warmed up. `bare`: seed, `mltune._model.build_model`, "
+        "`mltune._trainer.compile_model`, `model.fit` on the NumPy arrays, "
+        "`keras.backend.clear_session()`. Figures over trials 1..{} (trial 0 also starts "
+        "TensorFlow and, in the mltune arms, the study):".format(n - 1),
         "",
-        f"- Per trial: fork {per_trial['fork']:.2f} s, none {per_trial['none']:.2f} s, bare "
-        f"{per_trial['bare']:.2f} s.",
-        f"- Trial phase, fork / none: {_med(fork_none):.3f}{spread(fork_none, '.3f')}; "
-        f"fork / bare: {_med(fork_bare):.3f}{spread(fork_bare, '.3f')}.",
-        f"- **Overhead against bare, (fork - bare) / bare: {fork_over:+.1f}%**"
-        f"{spread(over['fork'], '+.1f')}; target <= {TARGET_PCT:g}%: **{verdict}**.",
-        f"- Overhead against bare, (none - bare) / bare: {_med(over['none']):+.1f}%"
-        f"{spread(over['none'], '+.1f')}.",
+        f"- Turns summed: {figures('seconds', '.2f')} s.",
+        f"- **Overhead against bare, (fork - bare) / bare: {over['fork']:+.1f}%** (median "
+        f"of the per-trial overheads {_med(per_trial['fork']):+.1f}%, single trials "
+        f"{min(per_trial['fork']):+.1f} to {max(per_trial['fork']):+.1f}); target <= "
+        f"{TARGET_PCT:g}%: **{verdict}**.",
+        f"- Overhead against bare, (none - bare) / bare: {over['none']:+.1f}% (median of the "
+        f"per-trial overheads {_med(per_trial['none']):+.1f}%).",
+        f"- fork / none, summed: {turns['fork'] / turns['none']:.3f} (median of the per-trial "
+        f"ratios {_med(fork_none):.3f}).",
+        f"- Fits summed: {figures('fit', '.2f')} s; outside the fits: "
+        f"{figures('outside', '.2f')} s.",
+        f"- CPU seconds summed (user + system; fork: the study's process and its trials' "
+        f"processes): {figures('cpu')}; minor page faults: "
+        + ", ".join(f"{a} {results[a].steady('faults') / 1e6:.2f} M" for a in ARMS) + ".",
+        "- Trial 0 (with TensorFlow's start and, in the mltune arms, the study's set-up): "
+        + ", ".join(f"{a} {results[a].turns[0]['seconds']:.2f} s" for a in ARMS)
+        + "; start-up before it (Python, imports, data): "
+        + ", ".join(f"{a} {results[a].startup:.1f} s" for a in ARMS) + ".",
         f"- The study process's RSS growth, after trial 1 -> after the last trial: fork "
-        f"{growth['fork']:+.1f} MB, none {growth['none']:+.1f} MB (bare loop's process: "
-        f"{growth['bare']:+.1f} MB).",
-        "- Largest peak RSS of a trial's process (fork, `ru_maxrss` of the children): "
-        + (f"{max(child) / MB:.0f} MB" if child else "-")
-        + (f" (median of the repeats {_med(child) / MB:.0f} MB)" if len(child) > 1 else "")
-        + f"; the study's process held {_med([x.rss[0] / MB for x in arms('fork')]):.0f} MB "
-        "after trial 1, and a trial's process counts the pages it shares with it.",
-        f"- Arm wall including start-up (Python, imports, data): fork {walls['fork']:.1f} s, "
-        f"none {walls['none']:.1f} s, bare {walls['bare']:.1f} s.",
+        f"{fork.growth:+.1f} MB, none {none.growth:+.1f} MB (bare loop's process: "
+        f"{bare.growth:+.1f} MB). Largest peak RSS of a trial's process (fork, `ru_maxrss` "
+        "of the children): "
+        + (f"{fork.child_peak / MB:.0f} MB" if fork.child_peak else "-") + ".",
+        "- Best val_accuracy (a check that the arms trained alike): "
+        + ", ".join(f"{a} {results[a].best_value:.4f}" for a in ARMS) + ".",
         "",
         table,
         "",
@@ -503,16 +589,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info(("tensorflow", "keras", "mlflow", "optuna", "numpy"))
     info["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"{info['nproc']} cores, {info['cpu']}; {args.trials} trials, {args.samples} "
-          f"samples, {args.epochs} epoch(s) per trial, {args.repeats} repeat(s); load "
-          f"{start_load}", flush=True)
+          f"samples, {args.epochs} epoch(s) per trial; load {start_load}", flush=True)
     configs = draw_configs(args.trials, args.seed)
-    repeats = measure(args, data.resolve(), configs)
-    if repeats is None:
+    results = measure(args, data.resolve(), configs)
+    if results is None:
         return 1
     heavy = [m for m in ("tensorflow", "keras") if m in sys.modules]
     if heavy:  # the arms' processes must be the only ones that start them
         raise RuntimeError(f"the main process imported {', '.join(heavy)}")
-    section = render(args, argv, info, configs, repeats, (start_load, load_avg()),
+    section = render(args, argv, info, configs, results, (start_load, load_avg()),
                      time.perf_counter() - began)
     publish(section, SECTION, DOCS if args.write_docs else None)
     return 0
