@@ -254,6 +254,7 @@ class ArmResult:
     arm: str
     turns: list[dict[str, float]]  # per trial: seconds, cpu, faults
     fits: list[float]  # per trial: train_seconds (mltune) or model.fit (bare)
+    first_epochs: list[float]  # per trial: the first epoch's seconds
     rss: list[int]  # the study's (arm's) process, after each trial
     child_peak: int | None = None  # fork: largest peak RSS of a trial's process, bytes
     best_value: float = 0.0  # best val_accuracy (a sanity check)
@@ -264,6 +265,8 @@ class ArmResult:
         """``key`` summed over trials 1..n-1 (``fit``: the fits; ``outside``: turn - fit)."""
         if key == "fit":
             return sum(self.fits[1:])
+        if key == "first_epoch":
+            return sum(self.first_epochs[1:])
         if key == "outside":
             return sum(t["seconds"] - f for t, f in zip(self.turns[1:], self.fits[1:], strict=True))
         return sum(t[key] for t in self.turns[1:])
@@ -322,12 +325,15 @@ def run_mltune_arm(args: argparse.Namespace, data: Path, configs: list[dict[str,
                                f"{[t.params for t in trials]} != {configs}")
         client = MlflowClient(uri)
         runs = [client.get_run(t.user_attrs[Attr.RUN_ID]) for t in trials]
+        first = [next(m.value for m in client.get_metric_history(r.info.run_id, "epoch_seconds")
+                      if m.step == 1) for r in runs]
     if len(samples) != n:
         raise RuntimeError(f"the trial callback ran {len(samples)} times, not {n}")
     values = [float(t.value) for t in trials if t.value is not None]
     return ArmResult(
         arm=trial_process, turns=baton.turns,
-        fits=[float(r.data.metrics["train_seconds"]) for r in runs], rss=samples,
+        fits=[float(r.data.metrics["train_seconds"]) for r in runs], first_epochs=first,
+        rss=samples,
         child_peak=children if trial_process == "fork" else None, best_value=max(values),
         device=", ".join(sorted({r.data.tags.get(Tag.DEVICE, "?") for r in runs})))
 
@@ -354,6 +360,16 @@ def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, A
     x, y, x_val, y_val = dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val
     samples: list[int] = []
     fits: list[float] = []
+    first: list[float] = []
+
+    class FirstEpoch(keras.callbacks.Callback):  # as mltune's epoch_seconds: begin -> end
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if epoch == 0:
+                first.append(time.perf_counter() - self.start)
+
     best = 0.0
     baton.ready()
     # stderr's descriptor held shut as mltune holds it while TensorFlow starts (its C++ lines
@@ -369,7 +385,8 @@ def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, A
             compile_model(model, settings, steps_per_epoch=max(1, math.ceil(len(x) / batch)))
             t1 = time.perf_counter()
             history = model.fit(x, y, batch_size=batch, epochs=int(settings["epochs"]),
-                                validation_data=(x_val, y_val), verbose=0)
+                                validation_data=(x_val, y_val), verbose=0,
+                                callbacks=[FirstEpoch()])
             fits.append(time.perf_counter() - t1)
             best = max(best, *history.history["val_accuracy"])
             del model, history
@@ -377,7 +394,7 @@ def run_bare_arm(args: argparse.Namespace, data: Path, configs: list[dict[str, A
             samples.append(rss_bytes())
             baton.done()
     baton.wait()  # the end
-    return ArmResult(arm="bare", turns=baton.turns, fits=fits, rss=samples,
+    return ArmResult(arm="bare", turns=baton.turns, fits=fits, first_epochs=first, rss=samples,
                      best_value=float(best))
 
 
@@ -508,13 +525,13 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
         row += [f"{results[a].turns[i]['seconds']:.2f}" for a in ARMS]
         row += [f"{results[a].fits[i]:.2f}" for a in ARMS]
         row += [f"{results[a].turns[i]['cpu']:.1f}" for a in ARMS]
-        row += [f"{results[a].turns[i]['faults'] / 1000:.0f}" for a in ARMS]
+        row += [f"{results[a].first_epochs[i]:.2f}" for a in ARMS]
         rows.append(row)
     table = fmt_table(["trial", "lr / filters / batch", "order",
                        "fork turn (s)", "none turn (s)", "bare turn (s)",
                        "fork fit (s)", "none fit (s)", "bare fit (s)",
                        "fork CPU (s)", "none CPU (s)", "bare CPU (s)",
-                       "fork faults (k)", "none faults (k)", "bare faults (k)"], rows)
+                       "fork epoch 1 (s)", "none epoch 1 (s)", "bare epoch 1 (s)"], rows)
     command = " ".join([sys.executable, "bench/trial_process.py", *argv])
     return "\n".join([
         SECTION,
@@ -553,8 +570,9 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
         f"per-trial overheads {_med(per_trial['none']):+.1f}%).",
         f"- fork / none, summed: {turns['fork'] / turns['none']:.3f} (median of the per-trial "
         f"ratios {_med(fork_none):.3f}).",
-        f"- Fits summed: {figures('fit', '.2f')} s; outside the fits: "
-        f"{figures('outside', '.2f')} s.",
+        f"- Fits summed: {figures('fit', '.2f')} s; of which first epochs (tracing, "
+        f"first pass over the validation data): {figures('first_epoch', '.2f')} s; outside "
+        f"the fits: {figures('outside', '.2f')} s.",
         f"- CPU seconds summed (user + system; fork: the study's process and its trials' "
         f"processes): {figures('cpu')}; minor page faults: "
         + ", ".join(f"{a} {results[a].steady('faults') / 1e6:.2f} M" for a in ARMS) + ".",
