@@ -1,10 +1,12 @@
 """Search quality per wall-clock second: mltune's samplers against Keras Tuner 1.4.
 
-Seven contenders tune the same CNN on the same MNIST subset under the same epoch budget:
+Eight contenders tune the same CNN on the same MNIST subset under the same epoch budget:
 
 - Keras Tuner ``RandomSearch``, ``BayesianOptimization`` and ``Hyperband``;
 - mltune (in-process, through the public ``mltune.tune``) with the ``random``, ``grid`` and
-  ``tpe`` samplers, and ``tpe`` with Optuna's Hyperband pruner (``study.pruner: hyperband``).
+  ``tpe`` samplers, and ``tpe`` with Optuna's Hyperband pruner (``study.pruner: hyperband``)
+  or its successive-halving pruner (``study.pruner: successive_halving``: one bracket, so TPE
+  models every trial, where under Hyperband it models each bracket's trials apart).
 
 **Data.** ``--samples`` images of ``--data`` (``data.max_samples``; 20% held out for
 validation), split by ``mltune._data.load_data`` with the fixed seed ``DATA_SEED`` for every
@@ -26,11 +28,12 @@ The objective is the best epoch's ``val_accuracy`` of a trial in both tools.
 ``--max-epochs`` E per trial. Random, Bayesian, grid and TPE run B // E trials of E epochs.
 Keras Tuner's Hyperband runs with ``max_epochs=E, factor=3`` and as many
 ``hyperband_iterations`` as B needs; mltune's TPE + pruning gets
-``pruner_options: {min_resource: 1, max_resource: E, reduction_factor: 3}`` and as many
-trials as it likes. Both Hyperband contenders stop starting trials once the epochs they have
-trained (counted per epoch: Keras Tuner's ``on_epoch_end``, mltune's ``epochs_run`` trial
-attribute) reach B; the trial running at that moment finishes, so they may end a little
-over B. The epochs actually trained are reported.
+``pruner_options: {min_resource: 1, max_resource: E, reduction_factor: 3}`` (successive
+halving: ``{min_resource: 1, reduction_factor: 3}``) and as many
+trials as it likes. The Hyperband and successive-halving contenders stop starting trials
+once the epochs they have trained (counted per epoch: Keras Tuner's ``on_epoch_end``,
+mltune's ``epochs_run`` trial attribute) reach B; the trial running at that moment
+finishes, so they may end a little over B. The epochs actually trained are reported.
 
 **Runs.** Seed-major (``for seed: for contender:``), so the machine's load drifts spread over
 all contenders; each run is a fresh subprocess of this script (``--child``), which prints one
@@ -50,7 +53,8 @@ reach ``--target`` validation accuracy (median over seeds; a seed that never rea
 counts as infinite), epochs trained, trials, wall time, and the test accuracy of the best
 model (Keras Tuner: ``get_best_models(1)``; mltune: the best trial's model logged to MLflow).
 One PNG plots the best validation accuracy against wall time for all contenders. The two
-targets of the issue get a PASS/FAIL line each.
+targets of the issue get a PASS/FAIL line each, for the mltune contender ``--mine`` names
+(mltune's best configuration; default TPE + successive halving).
 
 Results go to ``bench/results/compare-<time>.json`` (with a PNG and one log per run beside
 it); ``--write-docs`` also writes ``docs/images/compare.png`` and the section "Search
@@ -115,8 +119,11 @@ CONTENDERS: dict[str, tuple[str, str, str]] = {
     "mltune-grid": ("mltune grid", "mltune", "grid"),
     "mltune-tpe": ("mltune TPE", "mltune", "tpe"),
     "mltune-tpe-hyperband": ("mltune TPE + Hyperband pruning", "mltune", "tpe-hyperband"),
+    "mltune-tpe-sha": ("mltune TPE + successive halving", "mltune", "tpe-sha"),
 }
-PRUNED = "mltune-tpe-hyperband"
+PRUNED = "mltune-tpe-hyperband"  # mltune's contender for the targets in results files before --mine
+MINE = "mltune-tpe-sha"  # mltune's best configuration, by default
+PRUNERS = {"tpe-hyperband": "hyperband", "tpe-sha": "successive_halving"}
 KT_HYPERBAND = "kt-hyperband"
 
 FULL = {"samples": 3000, "budget_epochs": 32, "max_epochs": 4, "seeds": 3, "target": 0.96}
@@ -150,12 +157,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "Tuner BayesianOptimization's num_initial_points and TPE's n_startup_trials "
                    "(both TPE contenders) [default: each tool's own: 3 per hyperparameter = 15, "
                    "and 10]")
+    p.add_argument("--mine", default=None, choices=[
+                       c for c, (_, tool, _) in CONTENDERS.items() if tool == "mltune"],
+                   help="the mltune contender the two targets are checked for (mltune's best "
+                   "configuration); it must be among --contenders [default: mltune-tpe-sha "
+                   "when it runs, else the first mltune contender of --contenders]")
     p.add_argument("--target", type=float, default=None,
                    help="validation accuracy for the time-to-target figure "
                    f"[default: {FULL['target']}; --quick: {QUICK['target']}; with "
                    "--from-results: the file's]")
     p.add_argument("--quick", action="store_true",
-                   help="smoke-test size (2-3 minutes for all seven contenders); explicit "
+                   help="smoke-test size (2-3 minutes for all eight contenders); explicit "
                    "options still win")
     p.add_argument("--write-docs", action="store_true",
                    help=f"write the section of --docs and the plot next to it "
@@ -177,6 +189,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = [c for c in args.contenders if c not in CONTENDERS]
     if unknown:
         p.error(f"unknown contender(s) {', '.join(unknown)}; known: {', '.join(CONTENDERS)}")
+    if args.mine is None:
+        mine = [c for c in args.contenders if CONTENDERS[c][1] == "mltune"]
+        args.mine = MINE if MINE in mine else (mine[0] if mine else None)
+    elif args.child is None and args.from_results is None and args.mine not in args.contenders:
+        p.error(f"--mine {args.mine} is not among --contenders")
     if args.max_epochs < 1 or args.budget_epochs < args.max_epochs:
         p.error("need 1 <= --max-epochs <= --budget-epochs")
     return args
@@ -357,15 +374,17 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
     import mltune
     from mltune._names import Attr
 
-    raw = study_dict(args, "tpe" if algorithm == "tpe-hyperband" else algorithm, seed)
+    raw = study_dict(args, "tpe" if algorithm in PRUNERS else algorithm, seed)
     if algorithm.startswith("tpe") and args.initial_points is not None:
         raw["study"]["sampler_options"] = {"n_startup_trials": args.initial_points}
     kwargs: dict[str, Any] = {}
     budget, max_epochs = args.budget_epochs, args.max_epochs
-    if algorithm == "tpe-hyperband":
-        raw["study"] |= {"pruner": "hyperband", "n_trials": 10 * budget,
-                         "pruner_options": {"min_resource": 1, "max_resource": max_epochs,
-                                            "reduction_factor": HB_FACTOR}}
+    if algorithm in PRUNERS:
+        options: dict[str, Any] = {"min_resource": 1, "reduction_factor": HB_FACTOR}
+        if algorithm == "tpe-hyperband":
+            options["max_resource"] = max_epochs
+        raw["study"] |= {"pruner": PRUNERS[algorithm], "n_trials": 10 * budget,
+                         "pruner_options": options}
 
         def stop_at_budget(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             done = study.get_trials(deepcopy=False, states=(
@@ -522,7 +541,8 @@ def summarize(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def verdicts(doc: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str]:
     target = doc["settings"]["target"]
     lines = []
-    mine, theirs = summary.get(PRUNED), summary.get(KT_HYPERBAND)
+    name = doc["settings"].get("mine", PRUNED) or PRUNED
+    mine, theirs = summary.get(name), summary.get(KT_HYPERBAND)
     if mine and theirs and mine["runs"] and theirs["runs"]:
         a, b = mine["ttt_median"], theirs["ttt_median"]
         ok = math.isfinite(a) and a <= 0.5 * b
@@ -530,13 +550,13 @@ def verdicts(doc: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[st
                  "Keras Tuner Hyperband never reached it" if math.isfinite(a) else "ratio n/a")
         lines.append(
             f"- **Target 1, time to {target:.3f} validation accuracy: {'PASS' if ok else 'FAIL'}."
-            f"** {CONTENDERS[PRUNED][0]}: {_secs(a)} (median; {mine['reached']}/"
+            f"** {CONTENDERS[name][0]}: {_secs(a)} (median; {mine['reached']}/"
             f"{len(mine['runs'])} seeds reached it) vs {CONTENDERS[KT_HYPERBAND][0]}: {_secs(b)} "
             f"({theirs['reached']}/{len(theirs['runs'])}); {ratio}, needed <= 0.50x. "
             f"(Keras Tuner Hyperband's whole search took {theirs['wall']:.0f} s, median.)")
     else:
         lines.append("- Target 1 (time to target): not measured; it needs both "
-                     f"{PRUNED} and {KT_HYPERBAND}.")
+                     f"{name} and {KT_HYPERBAND}.")
     kts = {n: s for n, s in summary.items() if CONTENDERS[n][1] == "kt" and s["runs"]}
     if mine and mine["runs"] and kts:
         best_kt = max(kts, key=lambda n: kts[n]["final_mean"])
@@ -544,12 +564,12 @@ def verdicts(doc: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[st
         ok = a >= b
         lines.append(
             f"- **Target 2, final best validation accuracy: {'PASS' if ok else 'FAIL'}.** "
-            f"{CONTENDERS[PRUNED][0]}: {a:.4f} ± {mine['final_sd']:.4f} vs the best Keras Tuner "
+            f"{CONTENDERS[name][0]}: {a:.4f} ± {mine['final_sd']:.4f} vs the best Keras Tuner "
             f"tuner ({CONTENDERS[best_kt][0]}): {b:.4f} ± {kts[best_kt]['final_sd']:.4f} "
             f"(mean ± sd over seeds; difference {a - b:+.4f}, i.e. "
             f"{(a - b) * doc['settings']['n_val']:+.1f} validation images).")
     else:
-        lines.append(f"- Target 2 (final best): not measured; it needs {PRUNED} and at least "
+        lines.append(f"- Target 2 (final best): not measured; it needs {name} and at least "
                      "one Keras Tuner contender.")
     return lines
 
@@ -617,7 +637,8 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 6))
     colors = {"kt-random": "#9ecae1", "kt-bayes": "#4292c6", "kt-hyperband": "#08306b",
               "mltune-random": "#fdae6b", "mltune-grid": "#a1d99b",
-              "mltune-tpe": "#e6550d", "mltune-tpe-hyperband": "#a50f15"}
+              "mltune-tpe": "#e6550d", "mltune-tpe-hyperband": "#a50f15",
+              "mltune-tpe-sha": "#54278f"}
     lows, finals = [], []
     for name in doc["settings"]["contenders"]:
         runs = [r for r in doc["runs"] if r["contender"] == name and "error" not in r and
@@ -694,9 +715,11 @@ def render(doc: dict[str, Any], image: str) -> str:
         f"Budget {s['budget_epochs']} epochs per run, at most {s['max_epochs']} per trial: "
         f"random, Bayesian, grid and TPE run {s['budget_epochs'] // s['max_epochs']} trials of "
         f"{s['max_epochs']} epochs; Keras Tuner Hyperband (factor {HB_FACTOR}, {per_iter} "
-        f"epochs per Hyperband iteration) and mltune TPE + Hyperband pruning (min_resource 1, "
-        f"reduction_factor {HB_FACTOR}) start trials until {s['budget_epochs']} epochs are "
-        f"spent. Seeds 0-{s['seeds'] - 1}, run seed-major, each run a fresh process. "
+        f"epochs per Hyperband iteration) and mltune TPE + Hyperband pruning or successive "
+        f"halving (min_resource 1, reduction_factor {HB_FACTOR}) start trials until "
+        f"{s['budget_epochs']} epochs are spent. The targets are checked for "
+        f"{CONTENDERS[s.get('mine', PRUNED) or PRUNED][0]} (`--mine`). Seeds "
+        f"0-{s['seeds'] - 1}, run seed-major, each run a fresh process. "
         + initial_points(s) +
         "Time is measured from the start of the search (tuner construction / `tune()`), "
         "after imports, data loading, a TensorFlow warm-up and (mltune) the creation of the "
@@ -778,7 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"samples": args.samples, "budget_epochs": args.budget_epochs,
                      "max_epochs": args.max_epochs, "seeds": args.seeds,
                      "contenders": args.contenders,
-                     "target": args.target,
+                     "target": args.target, "mine": args.mine,
                      "initial_points": args.initial_points,
                      "data": str(args.data), "data_seed": DATA_SEED,
                      "n_train": len(split.x_train), "n_val": len(split.x_val),
