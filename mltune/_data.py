@@ -167,7 +167,8 @@ def from_python(data: Any, validation_data: Any = None, test_data: Any = None, *
                 images: bool = False) -> Dataset:
     """The data a caller passes: ``(x, y)`` NumPy arrays, or a batched ``tf.data.Dataset``
     or ``keras.utils.PyDataset`` of ``(x, y)`` batches; the same for ``validation_data``
-    (else the arrays are split by ``cfg.validation_split``) and ``test_data``.
+    (else the arrays are split by ``cfg.validation_split``, drawn with ``cfg.seed``, or
+    ``seed`` (the study's) when that is not set) and ``test_data``.
     ``images``: the model is the built-in CNN, so x must hold images."""
     x, y = _pair(data, where, "data")
     if y is None or _is_stream(x):
@@ -175,6 +176,8 @@ def from_python(data: Any, validation_data: Any = None, test_data: Any = None, *
             raise DataError(f"{where}: streamed training data needs validation_data (a "
                             "stream cannot be split)")
         return _streams(x, validation_data, test_data, cfg, where)
+    if cfg.seed is not None:
+        seed = cfg.seed
     rng = np.random.default_rng(0 if seed is None else seed)
     x, y = _user_arrays(x, y, where, "train", images)
     if validation_data is None:

@@ -183,7 +183,7 @@ class Objective:
             if not self.fork:
                 release()
 
-    def values(self, outcome: dict[str, Any], run_id: str) -> list[float]:
+    def values(self, outcome: dict[str, Any]) -> list[float]:
         """The trial's value for each objective: a training metric at the best epoch, the
         model's parameter count, or its inference time per image."""
         values = []
@@ -191,7 +191,6 @@ class Objective:
             if o.metric == "params":
                 values.append(float(outcome["param_count"]))
             elif o.metric == "latency_ms":
-                self.tracker.log_metrics(run_id, {"latency_ms": outcome["latency_ms"]})
                 values.append(float(outcome["latency_ms"]))
             elif o.metric == self.config.study.metric:
                 values.append(float(outcome["best_value"]))
@@ -281,6 +280,7 @@ class _TrialRecord:
         self.values: list[float] | None = None
         self.outputs: Any = None
         self.model_done = False  # saved() came: the model is logged, or why not is tagged
+        self.logged: dict[str, float] = {}  # the metrics built() logged
         sc = objective.config.study
         # Several objectives: Optuna takes no intermediate values, so each epoch's values
         # go to a user attr of the trial, which the pareto pruner compares.
@@ -290,6 +290,11 @@ class _TrialRecord:
         self.tracker.set_tags(self.run_id, {Tag.DEVICE: device})
 
     def built(self, param_count: int | None, latency_ms: float | None) -> None:
+        # Logged now, so that a pruned or failed run shows its model's size too.
+        known = {"param_count": param_count, "latency_ms": latency_ms}
+        self.logged = {k: float(v) for k, v in known.items() if v is not None}
+        if self.logged:
+            self.tracker.log_metrics(self.run_id, self.logged)
         if self.pareto is not None:
             self.pareto.built(param_count, latency_ms)
 
@@ -320,9 +325,13 @@ class _TrialRecord:
         from mltune._session import MODEL_FILE, final_metrics, log_kept_epoch
 
         objective = self.objective
-        self.tracker.log_metrics(self.run_id, final_metrics(objective.config.study, outcome))
+        metrics = final_metrics(objective.config.study, outcome)
+        if "latency_ms" in outcome:
+            metrics["latency_ms"] = outcome["latency_ms"]
+        self.tracker.log_metrics(self.run_id, {k: v for k, v in metrics.items()
+                                               if k not in self.logged})
         log_kept_epoch(self.tracker, self.run_id, outcome)
-        values = objective.values(outcome, self.run_id)
+        values = objective.values(outcome)
         self.values, self.outputs = values, outcome["outputs"]
         # Only a trial that beats the study's best so far (or, with several objectives,
         # joins the Pareto front) logs its model, so model logging costs a few calls per

@@ -376,6 +376,18 @@ def test_data_seed_fixes_the_split_whatever_the_study_seed(tmp_path: Path) -> No
     assert ids(fixed_a.x_val) == ids(fixed_b.x_val) == ids(load(path, seed=7).x_val)
 
 
+def test_data_seed_fixes_the_split_of_arrays_passed_in_python() -> None:
+    x = np.broadcast_to(np.arange(100, dtype=np.float32)[:, None, None, None], (100, 4, 4, 1))
+    y = np.arange(100) % 3
+
+    def val_ids(seed: int, data_seed: int | None) -> list[int]:
+        data = from_python((x, y), cfg=DataConfig(source=None, seed=data_seed), seed=seed)
+        return ids(data.x_val)
+
+    assert val_ids(1, None) != val_ids(2, None)
+    assert val_ids(1, 7) == val_ids(2, 7) == val_ids(7, None)
+
+
 def test_load_data_is_cached_per_config_and_seed(tmp_path: Path) -> None:
     path = counted_npz(tmp_path / "cached.npz")
     assert load(path, seed=3) is load(path, seed=3)
