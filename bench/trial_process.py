@@ -26,8 +26,9 @@ round (fork, none, bare; then none, bare, fork; ...). So a shared machine's drif
 alike, and no arm's work overlaps another's. The mltune arms wait in an Optuna trial callback
 (``tune(trial_callbacks=[cb])``), so a trial's turn holds what mltune does between trials
 (logging, the after-trial callbacks, sampling the next trial, handing it its process); the
-fork arm ends its turn only when its processes are idle (the next trial's process, forked
-ahead, has warmed up), so that warm-up is counted in the fork arm's own time. After the last
+fork arm's turn lasts until its processes were last seen using CPU (the next trial's process,
+forked ahead, has warmed up; sampled every 20 ms, idle for 0.1 s), so that warm-up is counted
+in the fork arm's own time and the idle wait is not. After the last
 round each arm finishes (the mltune arms' end-of-study report) in turn.
 
 The same configurations in all arms: this process (which imports neither TensorFlow nor Keras)
@@ -207,9 +208,9 @@ class Baton:
         self._usage = _usage()
 
     def done(self) -> None:
-        if self._fork:
-            _settle()  # the next trial's process, forked ahead, has warmed up
-        seconds = time.perf_counter() - self._go
+        # fork: the turn ends when the next trial's process, forked ahead, has warmed up
+        end = _settle() if self._fork else time.perf_counter()
+        seconds = end - self._go
         cpu, faults = _usage()
         turn = {"seconds": seconds, "cpu": cpu - self._usage[0],
                 "faults": float(faults - self._usage[1])}
@@ -226,10 +227,11 @@ def _usage() -> tuple[float, int]:
             me.ru_minflt + kids.ru_minflt)
 
 
-def _settle(limit: float = 60.0) -> None:
-    """Wait until this process's children use no CPU over 0.2 s (or ``limit`` passed)."""
-    end = time.monotonic() + limit
-
+def _settle(limit: float = 60.0, quiet: float = 0.1, every: float = 0.02) -> float:
+    """Wait until this process's children have used no CPU for ``quiet`` s (or ``limit``
+    passed); return when they were last seen using it (``time.perf_counter``; the start
+    of the wait if never), so the quiet wait itself is not counted. /proc counts CPU in
+    ticks of 10 ms: a warm-up shows within ``every``."""
     def ticks() -> dict[int, int]:
         out = {}
         for child in multiprocessing.active_children():
@@ -238,13 +240,17 @@ def _settle(limit: float = 60.0) -> None:
                 out[int(child.pid or 0)] = int(fields[11]) + int(fields[12])  # utime, stime
         return out
 
+    last = time.perf_counter()
+    end = last + limit
     before = ticks()
-    while time.monotonic() < end:
-        time.sleep(0.2)
-        now = ticks()
-        if now == before:
-            return
-        before = now
+    while time.perf_counter() < end:
+        time.sleep(every)
+        now, now_t = ticks(), time.perf_counter()
+        if now != before:
+            before, last = now, now_t
+        elif now_t - last >= quiet:
+            return last
+    return time.perf_counter()
 
 
 @dataclass
@@ -555,8 +561,8 @@ def render(args: argparse.Namespace, argv: Sequence[str], info: dict[str, str],
         "that take turns trial by trial, the order rotated each round (see the script's "
         "docstring). `fork` and `none`: `mltune.tune(..., trial_process=...)` with an Optuna "
         "journal file and an MLflow SQLite store; a trial's turn holds what mltune does "
-        "between trials, and the fork arm's turn ends once the next trial's process, forked "
-        "ahead, has warmed up. `bare`: seed, `mltune._model.build_model`, "
+        "between trials, and the fork arm's turn ends when the next trial's process, forked "
+        "ahead, was last seen using CPU (warmed up). `bare`: seed, `mltune._model.build_model`, "
         "`mltune._trainer.compile_model`, `model.fit` on the NumPy arrays, "
         "`keras.backend.clear_session()`. Figures over trials 1..{} (trial 0 also starts "
         "TensorFlow and, in the mltune arms, the study):".format(n - 1),

@@ -315,9 +315,10 @@ class _TrialRecord:
                 raise optuna.TrialPruned(why)
             return
         # Reported with or without a pruner: optuna-dashboard draws the learning curves.
-        # The step is the number of epochs trained: Hyperband's resource.
+        # The step is the number of epochs trained: Hyperband's resource. After its last
+        # epoch a trial has nothing left to save: it completes with its value.
         self.trial.report(value, epoch + 1)
-        if sc.pruner != "none" and self.trial.should_prune():
+        if sc.pruner != "none" and epoch + 1 < self.epochs and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch + 1} of {self.epochs}: "
                                      f"{sc.metric}={value:.4f}")
 

@@ -100,6 +100,23 @@ def test_pruned_trial_is_killed_with_the_epoch_it_stopped_at(write_study, stores
         assert sorted(t.intermediate_values) == [1, 2, 3]
 
 
+def test_a_trial_is_never_pruned_after_its_last_epoch(write_study, stores) -> None:
+    # Optuna's median pruner judges a trial from step n_warmup_steps on: here the slow
+    # trial's last epoch (3 of 3), when stopping it saves nothing; it completes.
+    path = write_study(_study(sampler="grid", n_trials=None, seed=1, pruner="median",
+                              pruner_options={"n_startup_trials": 1, "n_warmup_steps": 3}))
+    result = tune(load_config(path), **stores)
+    study = load_study("p", stores["storage"])
+    assert result.states == {"COMPLETE": 2}
+    slow = next(t for t in study.trials if t.params["learning_rate"] == 1e-7)
+    fast = next(t for t in study.trials if t.params["learning_rate"] == 0.01)
+    assert slow.value is not None and slow.value < fast.value  # would have been pruned
+    assert sorted(slow.intermediate_values) == [1, 2, 3]
+    _, children = runs_of(stores["tracking_uri"], "p")
+    assert [r.info.status for r in children] == ["FINISHED", "FINISHED"]
+    assert not any("mltune.pruned_at_epoch" in r.data.tags for r in children)
+
+
 def test_hyperband_with_tpe_runs_and_every_run_matches_its_trial(write_study, stores) -> None:
     path = write_study(_study(sampler="tpe", n_trials=6, seed=2, pruner="hyperband",
                               sampler_options={"n_startup_trials": 2},
