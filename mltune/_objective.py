@@ -327,8 +327,6 @@ class _TrialRecord:
 
         objective = self.objective
         metrics = final_metrics(objective.config.study, outcome)
-        if "latency_ms" in outcome:
-            metrics["latency_ms"] = outcome["latency_ms"]
         self.tracker.log_metrics(self.run_id, {k: v for k, v in metrics.items()
                                                if k not in self.logged})
         log_kept_epoch(self.tracker, self.run_id, outcome)
