@@ -109,14 +109,19 @@ class Dataset:
 _CACHE: dict[tuple[DataConfig, int | None], Dataset] = {}
 
 
+def split_seed(cfg: DataConfig, seed: int | None) -> int | None:
+    """The seed that draws the data's splits: ``data.seed``, or ``seed`` (the study's) when
+    that is not set."""
+    return cfg.seed if cfg.seed is not None else seed
+
+
 def load_data(cfg: DataConfig, *, seed: int | None = None,
               loader: Callable[[], Any] | None = None) -> Dataset:
     """Load, check and split the data named by ``cfg`` (``data.source``, or the function
     ``loader`` that ``data.loader`` names); cached for the process.
 
-    The splits are drawn with ``cfg.seed``, or ``seed`` (the study's) when that is not set."""
-    if cfg.seed is not None:
-        seed = cfg.seed
+    The splits are drawn with :func:`split_seed`."""
+    seed = split_seed(cfg, seed)
     key = (cfg, seed)
     if key not in _CACHE:
         _CACHE[key] = _load(cfg, seed) if loader is None else _from_loader(cfg, seed, loader)
@@ -167,8 +172,8 @@ def from_python(data: Any, validation_data: Any = None, test_data: Any = None, *
                 images: bool = False) -> Dataset:
     """The data a caller passes: ``(x, y)`` NumPy arrays, or a batched ``tf.data.Dataset``
     or ``keras.utils.PyDataset`` of ``(x, y)`` batches; the same for ``validation_data``
-    (else the arrays are split by ``cfg.validation_split``, drawn with ``cfg.seed``, or
-    ``seed`` (the study's) when that is not set) and ``test_data``.
+    (else the arrays are split by ``cfg.validation_split``, drawn with :func:`split_seed`)
+    and ``test_data``.
     ``images``: the model is the built-in CNN, so x must hold images."""
     x, y = _pair(data, where, "data")
     if y is None or _is_stream(x):
@@ -176,8 +181,7 @@ def from_python(data: Any, validation_data: Any = None, test_data: Any = None, *
             raise DataError(f"{where}: streamed training data needs validation_data (a "
                             "stream cannot be split)")
         return _streams(x, validation_data, test_data, cfg, where)
-    if cfg.seed is not None:
-        seed = cfg.seed
+    seed = split_seed(cfg, seed)
     rng = np.random.default_rng(0 if seed is None else seed)
     x, y = _user_arrays(x, y, where, "train", images)
     if validation_data is None:
