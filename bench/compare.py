@@ -157,6 +157,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    "Tuner BayesianOptimization's num_initial_points and TPE's n_startup_trials "
                    "(both TPE contenders) [default: each tool's own: 3 per hyperparameter = 15, "
                    "and 10]")
+    p.add_argument("--pruner-options", type=json.loads, default={}, metavar="JSON",
+                   help="added to the pruner_options of the mltune contenders with a pruner "
+                   "(tpe-hyperband, tpe-sha), e.g. '{\"bootstrap_count\": 2}' (Optuna's "
+                   "SuccessiveHalvingPruner: the first 2 trials to reach each rung stop "
+                   "there, so the first trials do not all train to the end)")
     p.add_argument("--mine", default=None, choices=[
                        c for c, (_, tool, _) in CONTENDERS.items() if tool == "mltune"],
                    help="the mltune contender the two targets are checked for (mltune's best "
@@ -397,6 +402,7 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
         options: dict[str, Any] = {"min_resource": 1, "reduction_factor": HB_FACTOR}
         if algorithm == "tpe-hyperband":
             options["max_resource"] = max_epochs
+        options |= args.pruner_options
         raw["study"] |= {"pruner": PRUNERS[algorithm], "n_trials": 10 * budget,
                          "pruner_options": options}
 
@@ -443,17 +449,19 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
         details.append({"start": start, "end": end, "value": float(value),
                         "epochs": trial_epochs(t, max_epochs), "from_scratch": True})
 
+    run = {"wall": wall, "points": points, "details": details, "epochs": epochs,
+           "trials": len(points), "states": states, "best_params": {},
+           "best_model_val": math.nan, "test_accuracy": math.nan}
+    if not states.get("COMPLETE"):  # a budget spent on pruned trials only: no model logged
+        return run
     best = study.best_trial
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.keras.load_model(best.user_attrs[Attr.MODEL_URI])
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     test = model.evaluate(data.x_test, data.y_test, batch_size=256, verbose=0,
                           return_dict=True)
-    return {
-        "wall": wall, "points": points, "details": details, "epochs": epochs,
-        "trials": len(points), "states": states, "best_params": dict(best.params),
-        "best_model_val": float(best.value), "test_accuracy": float(test["accuracy"]),
-    }
+    return run | {"best_params": dict(best.params), "best_model_val": float(best.value),
+                  "test_accuracy": float(test["accuracy"])}
 
 
 def child(args: argparse.Namespace) -> int:
@@ -485,6 +493,8 @@ def run_child(args: argparse.Namespace, name: str, seed: int, log: Path) -> dict
            "--budget-epochs", str(args.budget_epochs), "--max-epochs", str(args.max_epochs)]
     if args.initial_points is not None:
         cmd += ["--initial-points", str(args.initial_points)]
+    if args.pruner_options:
+        cmd += ["--pruner-options", json.dumps(args.pruner_options)]
     env = os.environ | CHILD_ENV
     load = os.getloadavg()[0]
     start = time.perf_counter()
@@ -762,7 +772,9 @@ def render(doc: dict[str, Any], image: str) -> str:
         f"random, Bayesian, grid and TPE run {s['budget_epochs'] // s['max_epochs']} trials of "
         f"{s['max_epochs']} epochs; Keras Tuner Hyperband (factor {HB_FACTOR}, {per_iter} "
         f"epochs per Hyperband iteration) and mltune TPE + Hyperband pruning or successive "
-        f"halving (min_resource 1, reduction_factor {HB_FACTOR}) start trials until "
+        f"halving (min_resource 1, reduction_factor {HB_FACTOR}"
+        + "".join(f", {k} {v}" for k, v in (s.get("pruner_options") or {}).items())
+        + ") start trials until "
         f"{s['budget_epochs']} epochs are spent. The targets are checked for "
         f"{CONTENDERS[s.get('mine', PRUNED) or PRUNED][0]} (`--mine`). Seeds "
         f"0-{s['seeds'] - 1}, run seed-major, each run a fresh process. "
@@ -849,6 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "contenders": args.contenders,
                      "target": args.target, "mine": args.mine,
                      "initial_points": args.initial_points,
+                     "pruner_options": args.pruner_options,
                      "data": str(args.data), "data_seed": DATA_SEED,
                      "n_train": len(split.x_train), "n_val": len(split.x_val),
                      "n_test": len(split.x_test), "space": SPACE, "training": TRAINING},
