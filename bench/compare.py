@@ -305,7 +305,6 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
         compile_model(model, settings, steps_per_epoch=steps)  # as mltune's trainer compiles
         return model
 
-    points: list[tuple[float, float]] = []
     details: list[dict[str, Any]] = []
     epochs = [0]
     t0 = [0.0]
@@ -326,7 +325,6 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
                 score = self.oracle.trials[trial.trial_id].score
                 end = time.perf_counter() - t0[0]
                 value = float(score) if score is not None else math.nan
-                points.append((end, value))
                 start, before = began.get(trial.trial_id, (end, epochs[0]))
                 values = trial.hyperparameters.values
                 # A Hyperband trial of a later round resumes its parent's checkpoint.
@@ -363,8 +361,8 @@ def run_kt(args: argparse.Namespace, algorithm: str, seed: int, folder: Path) ->
     for t in tuner.oracle.trials.values():
         states[str(t.status)] = states.get(str(t.status), 0) + 1
     return {
-        "wall": wall, "points": points, "details": details, "epochs": epochs[0],
-        "trials": len(points), "states": states,
+        "wall": wall, "details": details, "epochs": epochs[0],
+        "trials": len(details), "states": states,
         "best_params": {k: best_trial.hyperparameters.values[k] for k in SPACE},
         "best_model_val": float(best_trial.score), "test_accuracy": float(test["accuracy"]),
         "hyperband_iterations": iterations if algorithm == "hyperband" else None,
@@ -428,7 +426,6 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
     wall = time.perf_counter() - t0
 
     study = mltune.load_study(result.study_name, storage)
-    points: list[tuple[float, float]] = []
     details: list[dict[str, Any]] = []
     epochs = 0
     states: dict[str, int] = {}
@@ -444,13 +441,12 @@ def run_mltune(args: argparse.Namespace, algorithm: str, seed: int, folder: Path
         else:
             value = math.nan
         end = t.datetime_complete.timestamp() - start_epoch
-        points.append((end, float(value)))
         start = t.datetime_start.timestamp() - start_epoch if t.datetime_start else end
         details.append({"start": start, "end": end, "value": float(value),
                         "epochs": trial_epochs(t, max_epochs), "from_scratch": True})
 
-    run = {"wall": wall, "points": points, "details": details, "epochs": epochs,
-           "trials": len(points), "states": states, "best_params": {},
+    run = {"wall": wall, "details": details, "epochs": epochs,
+           "trials": len(details), "states": states, "best_params": {},
            "best_model_val": math.nan, "test_accuracy": math.nan}
     if not states.get("COMPLETE"):  # a budget spent on pruned trials only: no model logged
         return run
@@ -479,7 +475,8 @@ def child(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix=f"compare-{name}-") as folder:
         run = (run_kt if tool == "kt" else run_mltune)(args, algorithm, seed, Path(folder))
     data = load_split(args)
-    run |= {"contender": name, "seed": seed, "curve": best_so_far(run.pop("points")),
+    curve = best_so_far([(d["end"], d["value"]) for d in run["details"]])
+    run |= {"contender": name, "seed": seed, "curve": curve,
             "n_train": len(data.x_train), "n_val": len(data.x_val), "n_test": len(data.x_test)}
     run["final_best"] = run["curve"][-1][1] if run["curve"] else None
     print(RESULT_MARK + json.dumps(run), flush=True)
@@ -537,24 +534,28 @@ def run_all(args: argparse.Namespace, out: Path, doc: dict[str, Any]) -> None:
 
 
 # -- figures --------------------------------------------------------------------------------------
-def time_to(curve: list[list[float]], target: float) -> float:
+def reached(value: float, target: float) -> bool:
     # Accuracies are float32 fractions of the validation set: 576/600 is 0.95999998.
-    return next((t for t, v in curve if v >= target - 1e-6), math.inf)
+    return value >= target - 1e-6
+
+
+def time_to(curve: list[list[float]], target: float) -> float:
+    return next((t for t, v in curve if reached(v, target)), math.inf)
 
 
 def floor(run: dict[str, Any], target: float) -> float:
     """The time to ``target`` of a tuner whose first trial is the cheapest configuration
     that reached it in ``run``: the run's set-up (search start to its first trial's start)
     plus that trial's duration, from scratch (a resumed Keras Tuner Hyperband trial does
-    not count). Infinite where no trial reached it; None for results without trial
+    not count). Infinite where no trial reached it; NaN for results without trial
     details (older files)."""
     details = run.get("details")
     if not details:
         return math.nan
     setup = min(d["start"] for d in details)
-    reached = [d["end"] - d["start"] for d in details
-               if d["from_scratch"] and math.isfinite(d["value"]) and d["value"] >= target - 1e-6]
-    return setup + min(reached) if reached else math.inf
+    durations = [d["end"] - d["start"] for d in details
+                 if d["from_scratch"] and reached(d["value"], target)]
+    return setup + min(durations) if durations else math.inf
 
 
 def _median(values: list[float]) -> float:
